@@ -1,0 +1,1 @@
+"""delivery_service (see README.md for what it owns)."""

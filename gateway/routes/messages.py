@@ -1,0 +1,5 @@
+"""Gateway endpoints: messages (being built; see the issue tracker)."""
+
+from gateway.api import Routes
+
+routes = Routes(tag="messages")

@@ -1,0 +1,20 @@
+"""Gateway settings (env prefix GATEWAY_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from libs.ids import new_id
+from libs.settings import ServiceSettings, service_config
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = service_config("GATEWAY_")
+
+    http_port: int = Field(8080, ge=0, le=65535)
+    #: Names this instance's reply topic and push channel; unique per running gateway.
+    instance_id: str = Field(
+        default_factory=lambda: "gw-" + new_id()[-12:], pattern=r"^[A-Za-z0-9_.-]{1,64}$"
+    )
+    request_timeout_s: float = Field(10.0, gt=0, le=120)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)

@@ -1,0 +1,1 @@
+"""group_service (see README.md for what it owns)."""

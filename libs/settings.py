@@ -1,0 +1,107 @@
+"""Settings every service shares, read from the environment by pydantic-settings.
+
+Infrastructure addresses are unprefixed and the same for every service
+(KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, MONGO_SHARDS, MONGO_DATABASE,
+MESSENGER_NAMESPACE, LOG_LEVEL); what belongs to one service carries that
+service's prefix (GATEWAY_HTTP_PORT, PERSISTER_BATCH_MAX_RECORDS...).
+A subclass sets `model_config = service_config("GATEWAY_")`.
+
+Local defaults match the stack that `make up` starts (deploy/local).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LOCAL_KAFKA = "127.0.0.1:19092"
+LOCAL_REDIS = "redis://127.0.0.1:16379/0"
+LOCAL_MONGO_SHARDS = ("mongodb://127.0.0.1:27117/", "mongodb://127.0.0.1:27118/")
+
+
+class ConfigurationError(Exception):
+    """Configuration that cannot work; the message is one line for the operator."""
+
+
+def service_config(env_prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=env_prefix, extra="ignore", frozen=True)
+
+
+def _shared(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has. Subclass per service with its own prefix."""
+
+    model_config = service_config("MESSENGER_")
+
+    kafka_bootstrap_servers: str = Field(
+        LOCAL_KAFKA, validation_alias=_shared("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    redis_url: str = Field(LOCAL_REDIS, validation_alias=_shared("REDIS_URL"))
+    mongo_shards: Annotated[tuple[str, ...], NoDecode] = Field(
+        LOCAL_MONGO_SHARDS, validation_alias=_shared("MONGO_SHARDS")
+    )
+    mongo_database: str = Field("messenger", validation_alias=_shared("MONGO_DATABASE"))
+    #: Isolates topics, consumer groups, Redis keys and the database name (tests, tenants).
+    namespace: str = Field(
+        "", validation_alias=_shared("MESSENGER_NAMESPACE"), pattern=r"^[a-z0-9_]{0,32}$"
+    )
+    kafka_partitions: int = Field(8, ge=1, le=1024, validation_alias=_shared("KAFKA_PARTITIONS"))
+    kafka_replication_factor: int = Field(
+        1, ge=1, le=7, validation_alias=_shared("KAFKA_REPLICATION_FACTOR")
+    )
+    log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(0, ge=0, le=65535)
+    #: Seconds a SIGTERM'd service waits for in-flight work before it gives up.
+    shutdown_grace_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("mongo_shards", mode="before")
+    @classmethod
+    def _split_shards(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("mongo_shards")
+    @classmethod
+    def _check_shards(cls, shards: tuple[str, ...]) -> tuple[str, ...]:
+        if not shards:
+            raise ValueError("MONGO_SHARDS names no shard; give comma-separated MongoDB URIs")
+        for uri in shards:
+            if not uri.startswith(("mongodb://", "mongodb+srv://")):
+                raise ValueError(
+                    f"MONGO_SHARDS entry {uri!r} is not a MongoDB URI (mongodb://host:port/)"
+                )
+        if len(set(shards)) != len(shards):
+            raise ValueError("MONGO_SHARDS lists the same URI twice")
+        return shards
+
+    @property
+    def database_name(self) -> str:
+        return f"{self.mongo_database}_{self.namespace}" if self.namespace else self.mongo_database
+
+    def consumer_group(self, service: str) -> str:
+        return f"{self.namespace}.{service}" if self.namespace else service
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read settings, turning validation errors into one ConfigurationError line."""
+    from pydantic import ValidationError
+
+    try:
+        return cls()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"bad configuration: {problems}") from None

@@ -1,0 +1,149 @@
+"""The MongoDB shards a service talks to, and the bootstrap of their collections.
+
+`MongoShards` owns one AsyncMongoClient per MONGO_SHARDS entry (opened in
+`open_shards`, closed in `close`), routes a receiver to its shard's database, and
+checks liveness. `bootstrap_collections` creates each declared collection's
+indexes on every shard; where a shard is a mongos of a native sharded cluster it
+also enables sharding and shards the collection on its declared key, so that the
+same code runs on one FerretDB process or on a MongoDB sharded cluster.
+
+Locally each shard is FerretDB v1 with its SQLite backend, which enforces unique
+indexes on writes but answers reads by scanning the collection (its explain shows
+no pushdown but for _id equality). Hot paths therefore avoid MongoDB reads; see
+docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure, PyMongoError
+
+from libs.logging import get_logger
+from libs.storage.routing import ShardRouter
+
+log = get_logger(__name__)
+
+IndexKeys = list[tuple[str, int | str]]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    keys: IndexKeys
+    name: str
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection a service owns: its indexes and, on a native cluster, its shard key."""
+
+    name: str
+    indexes: tuple[IndexSpec, ...] = ()
+    #: Shard key on a mongos, e.g. {"receiver_id": "hashed"}; None keeps it unsharded.
+    shard_key: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MongoShards:
+    """One client and database per shard, and the router over them."""
+
+    def __init__(
+        self, uris: Sequence[str], database: str, *, server_selection_timeout_ms: int = 5000
+    ) -> None:
+        self.uris = tuple(uris)
+        self.clients: tuple[AsyncMongoClient[dict[str, Any]], ...] = tuple(
+            AsyncMongoClient(
+                uri,
+                serverSelectionTimeoutMS=server_selection_timeout_ms,
+                connectTimeoutMS=server_selection_timeout_ms,
+                tz_aware=True,
+                uuidRepresentation="standard",
+            )
+            for uri in self.uris
+        )
+        self.databases: tuple[AsyncDatabase[dict[str, Any]], ...] = tuple(
+            client[database] for client in self.clients
+        )
+        self.router: ShardRouter[AsyncDatabase[dict[str, Any]]] = ShardRouter(self.databases)
+
+    def __len__(self) -> int:
+        return len(self.databases)
+
+    def database_for(self, routing_key: str) -> AsyncDatabase[dict[str, Any]]:
+        return self.router.shard_for(routing_key)
+
+    def collection_for(self, routing_key: str, name: str) -> AsyncCollection[dict[str, Any]]:
+        """The collection `name` on the shard that owns `routing_key`."""
+        return self.router.shard_for(routing_key)[name]
+
+    def shard_index(self, routing_key: str) -> int:
+        return self.router.index_for(routing_key)
+
+    def collections(self, name: str) -> list[AsyncCollection[dict[str, Any]]]:
+        """`name` on every shard, in shard order (for scatter-gather reads)."""
+        return [database[name] for database in self.databases]
+
+    async def ping(self, timeout_s: float = 2.0) -> list[bool]:
+        """Whether each shard answers a ping within `timeout_s`."""
+
+        async def one(client: AsyncMongoClient[dict[str, Any]]) -> bool:
+            try:
+                await asyncio.wait_for(client.admin.command("ping"), timeout_s)
+                return True
+            except (PyMongoError, TimeoutError, OSError):
+                return False
+
+        return list(await asyncio.gather(*(one(c) for c in self.clients)))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(client.close() for client in self.clients))
+
+
+def open_shards(uris: Sequence[str], database: str) -> MongoShards:
+    """The one place a service opens its MongoDB clients (connections are lazy)."""
+    return MongoShards(uris, database)
+
+
+async def _is_mongos(client: AsyncMongoClient[dict[str, Any]]) -> bool:
+    hello = await client.admin.command("hello")
+    return hello.get("msg") == "isdbgrid"
+
+
+async def bootstrap_collections(shards: MongoShards, specs: Sequence[CollectionSpec]) -> None:
+    """Create indexes (and, on a mongos, native sharding) for `specs` on every shard.
+
+    Idempotent: creating an index that exists with the same options is a no-op.
+    """
+    for client, database in zip(shards.clients, shards.databases, strict=True):
+        mongos = await _is_mongos(client)
+        if mongos:
+            try:
+                await client.admin.command("enableSharding", database.name)
+            except OperationFailure as exc:
+                if exc.code not in (23,):  # 23: AlreadyInitialized
+                    raise
+        for spec in specs:
+            collection = database[spec.name]
+            for index in spec.indexes:
+                await collection.create_index(index.keys, name=index.name, unique=index.unique)
+            if mongos and spec.shard_key:
+                try:
+                    await client.admin.command(
+                        "shardCollection", f"{database.name}.{spec.name}", key=spec.shard_key
+                    )
+                except OperationFailure as exc:
+                    if "already" not in str(exc).lower():
+                        raise
+        log.info(
+            "collections bootstrapped",
+            database=database.name,
+            mongos=mongos,
+            collections=[s.name for s in specs],
+        )

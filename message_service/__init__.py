@@ -1,0 +1,1 @@
+"""message_service (see README.md for what it owns)."""

@@ -1,0 +1,1 @@
+"""persister (see README.md for what it owns)."""

@@ -1,0 +1,53 @@
+"""Session fixtures: the real infrastructure, and the whole system in a fresh namespace.
+
+`infra` makes sure Redis, Kafka and both FerretDB shards run (starting them with
+the same launcher as `make up` if needed). `system` starts the six services in a
+namespace of their own for this test session and stops them (SIGTERM) at the end.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.system import ROOT, RunningSystem
+
+
+@pytest.fixture(scope="session")
+def infra() -> None:
+    from deploy.local.stack import ensure_running
+
+    ensure_running()
+
+
+@pytest.fixture(scope="session")
+def namespace() -> str:
+    return "t" + secrets.token_hex(5)
+
+
+@pytest.fixture(scope="session")
+def system(infra: None, namespace: str) -> Iterator[RunningSystem]:
+    running = RunningSystem.start(namespace, log_dir=ROOT / ".local" / "test-logs" / namespace)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(system: RunningSystem) -> str:
+    return system.gateway_url
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+def log_dir_for(namespace: str) -> Path:
+    return ROOT / ".local" / "test-logs" / namespace

@@ -1,0 +1,1 @@
+"""user_service (see README.md for what it owns)."""
