@@ -14,8 +14,6 @@ from typing import Any
 
 import orjson
 
-_RESERVED = frozenset(vars(logging.makeLogRecord({})) | {"message", "asctime", "fields"})
-
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
