@@ -152,7 +152,7 @@ def producer_context(
             linger_ms=linger_ms,
             client_id=app[SERVICE_NAME],
         )
-        await producer.start()
+        await producer.start(timeout_s=settings.kafka_connect_timeout_s)
         app[key] = producer
 
         async def ready() -> bool:

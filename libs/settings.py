@@ -58,6 +58,10 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(0, ge=0, le=65535)
+    #: How long a service keeps trying to reach Kafka at start before it gives up.
+    kafka_connect_timeout_s: float = Field(
+        30.0, gt=0, validation_alias=_shared("KAFKA_CONNECT_TIMEOUT_S")
+    )
     #: Seconds a SIGTERM'd service waits for in-flight work before it gives up.
     shutdown_grace_seconds: float = Field(10.0, gt=0)
 

@@ -9,6 +9,7 @@ applied in one place, here, so handlers never see physical names.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
@@ -33,31 +34,46 @@ class Producer:
     ) -> None:
         self.namespace = namespace
         self._bootstrap = bootstrap
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=linger_ms,
-            max_request_size=max_request_size,
-            request_timeout_ms=30_000,
-        )
+        self._options: dict[str, object] = {
+            "bootstrap_servers": bootstrap,
+            "client_id": client_id,
+            "enable_idempotence": True,
+            "acks": "all",
+            "linger_ms": linger_ms,
+            "max_request_size": max_request_size,
+            "request_timeout_ms": 30_000,
+        }
+        self._producer = AIOKafkaProducer(**self._options)  # type: ignore[arg-type]
         self.started = False
 
     async def start(self, timeout_s: float = 30.0) -> None:
-        """Connect, retrying until `timeout_s`; then a one-line ConfigurationError."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            try:
-                await self._producer.start()
-                self.started = True
-                return
-            except (KafkaConnectionError, OSError) as exc:
-                if asyncio.get_running_loop().time() >= deadline:
-                    raise ConfigurationError(
-                        f"Kafka at {self._bootstrap} is unreachable: {exc}"
-                    ) from None
-                await asyncio.sleep(0.5)
+        """Connect, retrying until `timeout_s`; then a one-line ConfigurationError.
+
+        aiokafka logs every refused connection at error level; while we are still
+        retrying at start those lines are noise, so they are held back until the
+        outcome is known.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        kafka_log = logging.getLogger("aiokafka")
+        previous_level = kafka_log.level
+        kafka_log.setLevel(logging.CRITICAL)
+        try:
+            while True:
+                try:
+                    await self._producer.start()
+                    self.started = True
+                    return
+                except (KafkaConnectionError, OSError) as exc:
+                    await self._producer.stop()
+                    if loop.time() >= deadline:
+                        raise ConfigurationError(
+                            f"Kafka at {self._bootstrap} is unreachable: {exc}"
+                        ) from None
+                    await asyncio.sleep(0.5)
+                    self._producer = AIOKafkaProducer(**self._options)  # type: ignore[arg-type]
+        finally:
+            kafka_log.setLevel(previous_level)
 
     async def stop(self) -> None:
         """Flush what is buffered and close."""
