@@ -1,0 +1,65 @@
+# Developer entry points. The local infrastructure (Redis, Kafka, two FerretDB
+# shards) is run by the launcher in deploy/local (`python -m deploy.local`);
+# its state, data and logs live in .local/.
+#
+#   make setup   venv + redis-server + Kafka jars + FerretDB build (cached)
+#   make up      start the infrastructure in the background (idempotent)
+#   make run     setup, up, then all services in the foreground (honcho, Procfile);
+#                Ctrl-C stops the services, the infrastructure keeps running
+#   make test    setup, up, pytest
+#   make down    stop the infrastructure
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed.stamp
+LAUNCHER := $(PY) -m deploy.local
+# Points the services at the launcher's ports (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL,
+# MONGO_SHARDS); values already set in the environment win.
+STACK_ENV = set -a && eval "$$($(LAUNCHER) env)" && set +a
+
+.PHONY: help setup up down status wait logs run test lint bench
+
+help:
+	@sed -n 's/^#   //p' $(MAKEFILE_LIST) | head -20
+
+$(VENV_STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+setup: $(VENV_STAMP)
+	@$(LAUNCHER) setup
+
+up: setup
+	@$(LAUNCHER) up
+
+down:
+	@$(LAUNCHER) down
+
+status:
+	@$(LAUNCHER) status
+
+wait:
+	@$(LAUNCHER) wait
+
+logs:
+	@$(LAUNCHER) logs --follow
+
+run: up
+	@$(LAUNCHER) env > .local/services.env
+	exec $(VENV)/bin/honcho -e .local/services.env -f Procfile start
+
+test: up
+	@$(STACK_ENV) && $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: up
+	@$(STACK_ENV) && $(PY) -m bench
+
+-include deploy/*.mk

@@ -1,0 +1,120 @@
+"""`setup`: installs and builds what the local stack runs, each step skipped when up to date.
+
+Owns the three artifacts the stack needs: the redis-server binary (Debian's
+package, installed with apt-get when missing), Kafka's broker jars in
+deploy/kafka/target/libs (`mvn package`, redone when pom.xml is newer than the
+last successful build) and deploy/ferretdb/ferretdb-local (`go build`, redone
+when main.go, go.mod or go.sum is newer than the binary).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from deploy.local.stack import FERRETDB_BINARY, KAFKA_LIBS, REPO_ROOT, Report, StackError
+
+KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+KAFKA_STAMP = KAFKA_LIBS.parent / ".libs.stamp"
+FERRETDB_SOURCES = tuple(FERRETDB_BINARY.parent / n for n in ("main.go", "go.mod", "go.sum"))
+MIN_JAVA = 17  # Kafka 4.x brokers need Java 17
+
+
+def setup(report: Report = print) -> None:
+    """Make every artifact of the stack present and current; prints what it does."""
+    started = time.monotonic()
+    _ensure_redis(report)
+    _check_java(report)
+    _build_kafka(report)
+    _build_ferretdb(report)
+    report(f"setup done in {time.monotonic() - started:.1f} s")
+
+
+def _require(tool: str, why: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise StackError(f"{tool} is not installed (needed {why}); install it, then `make setup`")
+    return path
+
+
+def _run(
+    argv: list[str],
+    what: str,
+    report: Report,
+    cwd: Path = REPO_ROOT,
+    env: dict[str, str] | None = None,
+) -> None:
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        raise StackError(f"{what} failed (exit {done.returncode}); see its output above")
+    report(f"  {what} took {time.monotonic() - started:.0f} s")
+
+
+def _ensure_redis(report: Report) -> None:
+    if shutil.which("redis-server"):
+        report("redis-server: installed")
+        return
+    if shutil.which("apt-get") is None:
+        raise StackError("redis-server is not installed and there is no apt-get; install Redis 7")
+    if os.geteuid() != 0:
+        raise StackError("redis-server is not installed; run: sudo apt-get install -y redis-server")
+    # RUNLEVEL=1 keeps the package's init script from starting a system-wide redis on 6379.
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"]
+    report("redis-server: installing with apt-get")
+    if subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False).returncode != 0:
+        report("redis-server: install failed, refreshing the package lists and retrying")
+        _run(["apt-get", "update", "-q"], "apt-get update", report, env=env)
+        _run(install, "apt-get install redis-server", report, env=env)
+    if shutil.which("redis-server") is None:
+        raise StackError("apt-get installed redis-server but it is not on PATH")
+
+
+def _check_java(report: Report) -> None:
+    java = _require("java", "to run the Kafka broker")
+    done = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
+    if match:
+        major = int(match.group(1))
+        if major == 1 and match.group(2):  # "1.8" style
+            major = int(match.group(2))
+        if major < MIN_JAVA:
+            raise StackError(f"Kafka 4 needs Java {MIN_JAVA} or newer; `java` is version {major}")
+        report(f"java: version {major}")
+
+
+def _newest_mtime(paths: tuple[Path, ...]) -> float:
+    return max(p.stat().st_mtime for p in paths)
+
+
+def _build_kafka(report: Report) -> None:
+    if KAFKA_STAMP.exists() and KAFKA_STAMP.stat().st_mtime >= KAFKA_POM.stat().st_mtime:
+        report("kafka jars: up to date (deploy/kafka/target/libs)")
+        return
+    mvn = _require("mvn", "to fetch the Kafka broker jars")
+    report("kafka jars: mvn package (downloads Kafka 4.1.1 from Maven Central)")
+    _run(
+        [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(KAFKA_POM), "package"],
+        "mvn package",
+        report,
+    )
+    if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
+        raise StackError(f"mvn package produced no kafka_2.13 jar in {KAFKA_LIBS}")
+    KAFKA_STAMP.touch()
+
+
+def _build_ferretdb(report: Report) -> None:
+    if FERRETDB_BINARY.exists() and FERRETDB_BINARY.stat().st_mtime >= _newest_mtime(
+        FERRETDB_SOURCES
+    ):
+        report("ferretdb-local: up to date (deploy/ferretdb/ferretdb-local)")
+        return
+    go = _require("go", "to build FerretDB")
+    report("ferretdb-local: go build (FerretDB v1.24.2 through the Go module proxy)")
+    argv = [go, "build", "-o", FERRETDB_BINARY.name, "."]
+    _run(argv, "go build", report, cwd=FERRETDB_BINARY.parent)
