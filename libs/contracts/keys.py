@@ -55,6 +55,10 @@ class RedisKeys:
         """Hash user_id -> role of one group."""
         return self.key("group_members", group_id)
 
+    def group_joined(self, group_id: str) -> str:
+        """Hash user_id -> joined_at (ISO 8601) of one group: join order, for hand-over."""
+        return self.key("group_joined", group_id)
+
     def user_groups(self, user_id: str) -> str:
         """Set of group ids a user is a member of."""
         return self.key("user_groups", user_id)
@@ -74,5 +78,32 @@ class RedisKeys:
         return self.key("push", instance_id)
 
     def user_connections(self, user_id: str) -> str:
-        """Hash connection_id -> gateway instance id (session registry)."""
+        """Hash connection_id -> "<gateway instance id>|<expires_at epoch s>" (session
+        registry; written by the gateway that holds the socket, refreshed by its
+        heartbeat; a field past its expiry is stale: its gateway died)."""
         return self.key("conns", user_id)
+
+    def last_seen(self, user_id: str) -> str:
+        """String: epoch seconds a user was last connected (presence)."""
+        return self.key("last_seen", user_id)
+
+    def ws_ticket(self, ticket: str) -> str:
+        """String "<user_id>|<token_hash>": a single-use WebSocket ticket (short TTL)."""
+        return self.key("ws_ticket", ticket)
+
+    def contacts(self, user_id: str) -> str:
+        """Set of users with a direct conversation with `user_id` (presence peers)."""
+        return self.key("contacts", user_id)
+
+    def delivered_watermarks(self, receiver_id: str) -> str:
+        """Hash reader_id -> delivered seq in `receiver_id`'s seq space."""
+        return self.key("wm_delivered", receiver_id)
+
+    def read_watermarks(self, receiver_id: str) -> str:
+        """Hash -> read seq in `receiver_id`'s seq space. Field: the reader for a group,
+        the peer (thread) for an inbox, whose reader is its owner."""
+        return self.key("wm_read", receiver_id)
+
+    def seq_senders(self, receiver_id: str) -> str:
+        """Sorted set "<seq>:<sender_id>" by seq: who sent what recently (receipt fan-out)."""
+        return self.key("seq_senders", receiver_id)
