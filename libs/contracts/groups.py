@@ -7,14 +7,17 @@ message_service, delivery_service; same keys.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from libs.contracts.envelope import Envelope, Payload
 
 Role = Literal["owner", "admin", "member"]
 GROUP_NAME_MAX = 100
+#: Default of group_service's max_group_size setting (members, owner included).
+GROUP_SIZE_DEFAULT = 10_000
 
 
 # -- commands ----------------------------------------------------------------------
@@ -89,6 +92,22 @@ class ChangeRolePayload(Payload):
 class ChangeRole(Envelope):
     type: Literal["ChangeRole"] = "ChangeRole"
     payload: ChangeRolePayload
+
+
+class RemoveDeletedUserPayload(Payload):
+    group_id: str
+    user_id: str
+
+
+class RemoveDeletedUser(Envelope):
+    """A deleted account leaves one group (ownership handed over like a leave).
+
+    Producer: group_service itself, on UserDeleted (one per group of the user), so
+    that every change of a group is ordered through its group_id partition. No reply.
+    """
+
+    type: Literal["RemoveDeletedUser"] = "RemoveDeletedUser"
+    payload: RemoveDeletedUserPayload
 
 
 class BlockPayload(Payload):
@@ -204,6 +223,7 @@ GROUP_COMMANDS = (
     ChangeRole,
     BlockUser,
     UnblockUser,
+    RemoveDeletedUser,
 )
 GROUP_EVENTS = (
     GroupCreated,
@@ -215,3 +235,28 @@ GROUP_EVENTS = (
     UserBlocked,
     UserUnblocked,
 )
+
+
+# -- reply bodies (group_service -> gateway) -----------------------------------------
+
+
+class MemberView(BaseModel):
+    """One member of a group as clients see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    role: Role
+    joined_at: datetime
+
+
+class GroupView(BaseModel):
+    """A group with its members (oldest first), as clients see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    owner_id: str
+    created_at: datetime
+    members: tuple[MemberView, ...]
