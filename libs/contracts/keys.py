@@ -20,7 +20,7 @@ class RedisKeys:
 
     # -- user_service (owner); the gateway reads sessions to authenticate --------------
     def session(self, token_hash: str) -> str:
-        """Hash: user_id, created_at, expires_at (absolute). TTL = idle timeout."""
+        """Hash: user_id, created_at, expires_at (absolute, unix s), idle_s. TTL = idle timeout."""
         return self.key("session", token_hash)
 
     def user_sessions(self, user_id: str) -> str:
@@ -32,11 +32,20 @@ class RedisKeys:
         return self.key("user", user_id)
 
     def rate_limit(self, scope: str, subject: str) -> str:
+        """String: a GCRA bucket's theoretical arrival time (ms); written by the gateway."""
         return self.key("rl", scope, subject)
 
     def username(self, username_lower: str) -> str:
         """String: user_id of a (lower-cased) username; absent once deleted."""
         return self.key("username", username_lower)
+
+    def user_credentials(self, user_id: str) -> str:
+        """Hash {password_hash}: user_service's own login cache (read by nobody else)."""
+        return self.key("user_cred", user_id)
+
+    def users_projection_lock(self) -> str:
+        """String: held by the user_service instance rebuilding the users projection."""
+        return self.key("proj_lock", "users")
 
     # -- projections: written by their owner BEFORE it replies, read by others -------
     # A projection is rebuilt from its owner's MongoDB collections when its
