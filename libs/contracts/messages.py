@@ -4,18 +4,26 @@ SendMessage: producer gateway, consumer message_service, key receiver_id.
 MessageAccepted: producer message_service, consumers persister and
 delivery_service, key receiver_id. A receiver is a user (direct message: the
 recipient's inbox) or a group (the group's log); `seq` is gap-free per receiver.
+
+Order of a conversation: by (created_at, message_id). message_service stamps
+`created_at` at acceptance, strictly increasing per receiver (its clock, at
+least 1 ms after the receiver's previous message), so within one receiver the
+order by created_at is the order by seq; the UUIDv7 message_id breaks ties
+between the two directions of a direct conversation. `position()` spells that
+order as one sortable string, used by the history cache and cursors.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from libs.contracts.envelope import Envelope, Payload
 
 ReceiverKind = Literal["user", "group"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONTENT_MAX_CHARS = 4000
 
 
@@ -31,7 +39,11 @@ class SendMessagePayload(Payload):
 
 
 class SendMessage(Envelope):
-    """Reply: the accepted message (MessageAcceptedPayload fields, status 'sent')."""
+    """Reply: the accepted message (MessageAcceptedPayload fields, status 'sent').
+
+    A repeated (sender_id, client_msg_id) for the same receiver answers the
+    original message (its message_id, seq and created_at), never a new copy.
+    """
 
     type: Literal["SendMessage"] = "SendMessage"
     payload: SendMessagePayload
@@ -46,13 +58,81 @@ class MessageAcceptedPayload(Payload):
     content: str
     client_msg_id: str | None = None
     client_sent_at: datetime | None = None
+    #: Acceptance time (message_service), millisecond precision, increasing per receiver.
     created_at: datetime
 
 
 class MessageAccepted(Envelope):
+    """Example: {"type": "MessageAccepted", "payload": {"message_id": "0193...",
+    "receiver_kind": "user", "receiver_id": "<bob>", "seq": 42, "sender_id": "<ada>",
+    "content": "hi", "client_msg_id": null, "client_sent_at": null,
+    "created_at": "2026-11-22T04:00:00.123Z"}}. Re-emitted unchanged (same id and
+    seq) when a command is redelivered or retried: consumers dedupe by message_id."""
+
     type: Literal["MessageAccepted"] = "MessageAccepted"
     payload: MessageAcceptedPayload
 
 
 MESSAGE_COMMANDS = (SendMessage,)
 MESSAGE_EVENTS = (MessageAccepted,)
+
+
+class ReceiverRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: ReceiverKind
+    id: str
+
+
+class MessageView(BaseModel):
+    """A message as clients see it (POST /v1/messages, history, sync, pushes)."""
+
+    id: str
+    seq: int
+    receiver: ReceiverRef
+    sender_id: str
+    content: str
+    created_at: datetime
+    client_msg_id: str | None = None
+    client_sent_at: datetime | None = None
+    #: sent | delivered | read, for messages the caller sent; None for others.
+    status: str | None = None
+
+    @classmethod
+    def of(cls, accepted: MessageAcceptedPayload, status: str | None = None) -> MessageView:
+        return cls(
+            id=accepted.message_id,
+            seq=accepted.seq,
+            receiver=ReceiverRef(kind=accepted.receiver_kind, id=accepted.receiver_id),
+            sender_id=accepted.sender_id,
+            content=accepted.content,
+            created_at=accepted.created_at,
+            client_msg_id=accepted.client_msg_id,
+            client_sent_at=accepted.client_sent_at,
+            status=status,
+        )
+
+
+def to_millis(moment: datetime) -> int:
+    """Milliseconds since the epoch, floored (MongoDB's datetime precision)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def from_millis(millis: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=millis)
+
+
+def position(created_at: datetime, message_id: str) -> str:
+    """The sortable position of a message in its conversation: 'millis(15 digits):id'."""
+    return f"{to_millis(created_at):015d}:{message_id}"
+
+
+def conversation_id(kind: ReceiverKind, receiver_id: str, sender_id: str) -> str:
+    """A direct conversation is the unordered pair of users; a group's is the group."""
+    if kind == "group":
+        return f"g:{receiver_id}"
+    low, high = sorted((receiver_id, sender_id))
+    return f"d:{low}:{high}"
