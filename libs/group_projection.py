@@ -20,9 +20,10 @@ from libs.errors import Unavailable
 PROJECTION = "groups"
 
 
-def _unavailable() -> Unavailable:
+def projection_unavailable() -> Unavailable:
+    """The 503 a reader answers while the projection is incomplete."""
     return Unavailable(
-        "group and block data is being rebuilt; retry shortly", code="groups_unavailable"
+        "group and block data is being rebuilt; retry shortly", code="groupsprojection_unavailable"
     )
 
 
@@ -34,7 +35,7 @@ async def group_members(redis: Redis, keys: RedisKeys, group_id: str) -> dict[st
         pipe.hgetall(keys.group_members(group_id))
         ready, exists, members = await pipe.execute()
     if not ready:
-        raise _unavailable()
+        raise projection_unavailable()
     if not exists:
         return None
     return dict(members)
@@ -47,7 +48,7 @@ async def blocks(redis: Redis, keys: RedisKeys, blocker_id: str, other_id: str) 
         pipe.sismember(keys.blocks(blocker_id), other_id)
         ready, blocked = await pipe.execute()
     if not ready:
-        raise _unavailable()
+        raise projection_unavailable()
     return bool(blocked)
 
 
@@ -62,7 +63,7 @@ async def blockers_among(
             pipe.sismember(keys.blocks(user_id), sender_id)
         ready, *flags = await pipe.execute()
     if not ready:
-        raise _unavailable()
+        raise projection_unavailable()
     return {user_id for user_id, flag in zip(candidates, flags, strict=True) if flag}
 
 
@@ -73,5 +74,5 @@ async def user_groups(redis: Redis, keys: RedisKeys, user_id: str) -> set[str]:
         pipe.smembers(keys.user_groups(user_id))
         ready, group_ids = await pipe.execute()
     if not ready:
-        raise _unavailable()
+        raise projection_unavailable()
     return set(group_ids)

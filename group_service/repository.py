@@ -1,0 +1,484 @@
+"""group_service storage: its MongoDB collections and its Redis projections.
+
+The only code that touches them. MongoDB is the durable source:
+
+- `groups` (routed by group_id): {_id: group_id, name, owner_id, created_at}
+- `memberships` (routed by group_id): {_id: "<group_id>/<user_id>", group_id,
+  user_id, role, joined_at}
+- `user_groups` (routed by user_id): {_id: "<user_id>/<group_id>", user_id,
+  group_id, joined_at}: "my groups" where a user's data lives
+- `blocks` (routed by blocker_id): {_id: "<blocker_id>/<blocked_id>", blocker_id,
+  blocked_id, created_at}
+
+Redis holds the projections others read (libs.group_projection): `group:<id>`,
+`group_members:<id>`, `group_joined:<id>`, `user_groups:<user>`,
+`blocks:<blocker>`, complete while the `projection_ready("groups")` sentinel
+exists. Every write goes to MongoDB first, then to Redis in one MULTI, before
+the command is answered (read-your-writes). Command handlers read group state
+from the projection (FerretDB scans on every read, DESIGN notes), so a missing
+sentinel is repaired by `rebuild_projection` before any command is handled.
+
+Deduplication relies on unique indexes (duplicate inserts are ignored), so a
+redelivered command re-applies harmlessly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+from redis.asyncio import Redis
+
+from libs.contracts.groups import GroupView, MemberView, Role
+from libs.contracts.keys import RedisKeys
+from libs.errors import Unavailable
+from libs.group_projection import PROJECTION
+from libs.logging import get_logger
+from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
+
+log = get_logger(__name__)
+
+GROUPS = "groups"
+MEMBERSHIPS = "memberships"
+USER_GROUPS = "user_groups"
+BLOCKS = "blocks"
+DUPLICATE_KEY = 11000
+_PIPELINE_CHUNK = 2000
+#: Whether user_service maintains a `projection_ready("users")` sentinel that must be
+#: present before an absent profile may be read as "no such user".
+REQUIRE_USERS_SENTINEL = False
+
+COLLECTIONS = (
+    CollectionSpec(GROUPS, shard_key={"_id": "hashed"}),
+    CollectionSpec(
+        MEMBERSHIPS,
+        indexes=(
+            IndexSpec([("group_id", ASCENDING), ("user_id", ASCENDING)], "group_user", unique=True),
+            IndexSpec([("group_id", ASCENDING), ("joined_at", ASCENDING)], "group_joined"),
+        ),
+        shard_key={"group_id": "hashed"},
+    ),
+    CollectionSpec(
+        USER_GROUPS,
+        indexes=(
+            IndexSpec([("user_id", ASCENDING), ("group_id", ASCENDING)], "user_group", unique=True),
+        ),
+        shard_key={"user_id": "hashed"},
+    ),
+    CollectionSpec(
+        BLOCKS,
+        indexes=(
+            IndexSpec(
+                [("blocker_id", ASCENDING), ("blocked_id", ASCENDING)],
+                "blocker_blocked",
+                unique=True,
+            ),
+            # Who blocks a deleted account (scatter-gather on UserDeleted only).
+            IndexSpec([("blocked_id", ASCENDING)], "blocked"),
+        ),
+        shard_key={"blocker_id": "hashed"},
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    role: Role
+    joined_at: datetime
+
+
+@dataclass(slots=True)
+class GroupState:
+    """A group as the handlers decide on it."""
+
+    id: str
+    name: str
+    owner_id: str
+    created_at: datetime
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def view(self) -> GroupView:
+        ordered = sorted(self.members.items(), key=lambda item: (item[1].joined_at, item[0]))
+        return GroupView(
+            id=self.id,
+            name=self.name,
+            owner_id=self.owner_id,
+            created_at=self.created_at,
+            members=tuple(
+                MemberView(user_id=user_id, role=member.role, joined_at=member.joined_at)
+                for user_id, member in ordered
+            ),
+        )
+
+
+def _ignore_duplicates(exc: BulkWriteError) -> None:
+    """Re-raise unless every write error is a duplicate key (an idempotent re-insert)."""
+    errors = exc.details.get("writeErrors", [])
+    if any(error.get("code") != DUPLICATE_KEY for error in errors) or not errors:
+        raise exc
+
+
+def _membership_id(group_id: str, user_id: str) -> str:
+    return f"{group_id}/{user_id}"
+
+
+def _user_group_id(user_id: str, group_id: str) -> str:
+    return f"{user_id}/{group_id}"
+
+
+def _block_id(blocker_id: str, blocked_id: str) -> str:
+    return f"{blocker_id}/{blocked_id}"
+
+
+class GroupRepository:
+    def __init__(self, mongo: MongoShards, redis: Redis, keys: RedisKeys) -> None:
+        self.mongo = mongo
+        self.redis = redis
+        self.keys = keys
+
+    async def bootstrap(self) -> None:
+        from libs.storage.mongo import bootstrap_collections
+
+        await bootstrap_collections(self.mongo, COLLECTIONS)
+
+    # -- users (user_service's projection; read only) ------------------------------
+
+    async def unknown_users(self, user_ids: Sequence[str]) -> list[str]:
+        """Those of `user_ids` that are not live accounts (user_service's `user:<id>`).
+
+        One pipelined round trip. A profile that is absent while user_service's own
+        projection is incomplete is not taken as "unknown": that answers 503.
+        """
+        if not user_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.projection_ready("users"))
+            for user_id in user_ids:
+                pipe.hget(self.keys.user_profile(user_id), "deleted")
+                pipe.exists(self.keys.user_profile(user_id))
+            users_ready, *flags = await pipe.execute()
+        unknown: list[str] = []
+        absent = False
+        for index, user_id in enumerate(user_ids):
+            deleted, exists = flags[2 * index], flags[2 * index + 1]
+            if not exists:
+                absent = True
+                unknown.append(user_id)
+            elif deleted == "1":
+                unknown.append(user_id)
+        if absent and not users_ready and REQUIRE_USERS_SENTINEL:
+            raise Unavailable(
+                "account data is being rebuilt; retry shortly", code="users_unavailable"
+            )
+        return unknown
+
+    # -- projection --------------------------------------------------------------
+
+    async def projection_ready(self) -> bool:
+        return bool(await self.redis.exists(self.keys.projection_ready(PROJECTION)))
+
+    async def rebuild_projection(self) -> dict[str, int]:
+        """Rewrite every group/block key from MongoDB, then set the sentinel.
+
+        Readers answer 503 until the sentinel is back, so the keys are dropped
+        first (a group deleted since the projection was lost must not linger).
+        """
+        await self.redis.delete(self.keys.projection_ready(PROJECTION))
+        await self._drop_projection_keys()
+        groups: dict[str, dict[str, Any]] = {}
+        for collection in self.mongo.collections(GROUPS):
+            async for doc in collection.find({}):
+                groups[doc["_id"]] = doc
+        members: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for collection in self.mongo.collections(MEMBERSHIPS):
+            async for doc in collection.find({}):
+                # Orphans of a half-done create or delete (the group doc is written
+                # last on create, first on delete) are not part of any group.
+                if doc["group_id"] in groups:
+                    members[doc["group_id"]].append(doc)
+        blocks: dict[str, list[str]] = defaultdict(list)
+        for collection in self.mongo.collections(BLOCKS):
+            async for doc in collection.find({}):
+                blocks[doc["blocker_id"]].append(doc["blocked_id"])
+
+        commands: list[tuple[str, tuple[Any, ...]]] = []
+        for group_id, doc in groups.items():
+            commands.append(("hset", (self.keys.group(group_id), self._group_hash(doc))))
+            group_members = members.get(group_id, [])
+            if group_members:
+                commands.append(
+                    (
+                        "hset",
+                        (
+                            self.keys.group_members(group_id),
+                            {m["user_id"]: m["role"] for m in group_members},
+                        ),
+                    )
+                )
+                commands.append(
+                    (
+                        "hset",
+                        (
+                            self.keys.group_joined(group_id),
+                            {m["user_id"]: m["joined_at"].isoformat() for m in group_members},
+                        ),
+                    )
+                )
+            for m in group_members:
+                commands.append(("sadd", (self.keys.user_groups(m["user_id"]), group_id)))
+        for blocker_id, blocked_ids in blocks.items():
+            commands.append(("sadd", (self.keys.blocks(blocker_id), *blocked_ids)))
+        for start in range(0, len(commands), _PIPELINE_CHUNK):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, args in commands[start : start + _PIPELINE_CHUNK]:
+                    if name == "hset":
+                        pipe.hset(args[0], mapping=args[1])
+                    else:
+                        pipe.sadd(*args)
+                await pipe.execute()
+        await self.redis.set(self.keys.projection_ready(PROJECTION), "1")
+        counts = {
+            "groups": len(groups),
+            "memberships": sum(len(m) for m in members.values()),
+            "blocks": sum(len(b) for b in blocks.values()),
+        }
+        log.info("group projection rebuilt", **counts)
+        return counts
+
+    async def _drop_projection_keys(self) -> None:
+        families = (
+            self.keys.group("*"),
+            self.keys.group_members("*"),
+            self.keys.group_joined("*"),
+            self.keys.user_groups("*"),
+            self.keys.blocks("*"),
+        )
+        for pattern in families:
+            batch: list[str] = []
+            async for key in self.redis.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await self.redis.delete(*batch)
+                    batch.clear()
+            if batch:
+                await self.redis.delete(*batch)
+
+    @staticmethod
+    def _group_hash(doc: dict[str, Any]) -> dict[str, str]:
+        return {
+            "id": doc["_id"],
+            "name": doc["name"],
+            "owner_id": doc["owner_id"],
+            "created_at": doc["created_at"].isoformat(),
+        }
+
+    # -- reads (from the projection; the caller made sure it is ready) ---------------
+
+    async def load_group(self, group_id: str) -> GroupState | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.group(group_id))
+            pipe.hgetall(self.keys.group_members(group_id))
+            pipe.hgetall(self.keys.group_joined(group_id))
+            group, roles, joined = await pipe.execute()
+        if not group:
+            return None
+        return GroupState(
+            id=group_id,
+            name=group["name"],
+            owner_id=group["owner_id"],
+            created_at=datetime.fromisoformat(group["created_at"]),
+            members={
+                user_id: Member(
+                    role=role,
+                    joined_at=datetime.fromisoformat(joined[user_id])
+                    if user_id in joined
+                    else datetime.fromisoformat(group["created_at"]),
+                )
+                for user_id, role in roles.items()
+            },
+        )
+
+    async def groups_of(self, user_id: str) -> set[str]:
+        return set(await self.redis.smembers(self.keys.user_groups(user_id)))
+
+    async def blocked_by(self, blocker_id: str) -> set[str]:
+        return set(await self.redis.smembers(self.keys.blocks(blocker_id)))
+
+    async def blockers_of(self, blocked_id: str) -> list[str]:
+        """Who blocks `blocked_id`: a scatter-gather over the blocked_id index."""
+        blockers: list[str] = []
+        for collection in self.mongo.collections(BLOCKS):
+            async for doc in collection.find({"blocked_id": blocked_id}, {"blocker_id": 1}):
+                blockers.append(doc["blocker_id"])
+        return blockers
+
+    # -- group writes ----------------------------------------------------------------
+
+    async def create_group(self, group: GroupState) -> None:
+        """Memberships first, the group document last (it marks the group complete)."""
+        await self._insert_members(group.id, group.members)
+        with contextlib.suppress(DuplicateKeyError):  # a redelivered CreateGroup
+            await self.mongo.collection_for(group.id, GROUPS).insert_one(
+                {
+                    "_id": group.id,
+                    "name": group.name,
+                    "owner_id": group.owner_id,
+                    "created_at": group.created_at,
+                }
+            )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.group(group.id),
+                mapping={
+                    "id": group.id,
+                    "name": group.name,
+                    "owner_id": group.owner_id,
+                    "created_at": group.created_at.isoformat(),
+                },
+            )
+            self._project_members(pipe, group.id, group.members)
+            await pipe.execute()
+
+    async def rename_group(self, group_id: str, name: str) -> None:
+        await self.mongo.collection_for(group_id, GROUPS).update_one(
+            {"_id": group_id}, {"$set": {"name": name}}
+        )
+        await self.redis.hset(self.keys.group(group_id), "name", name)
+
+    async def delete_group(self, group: GroupState) -> None:
+        """The group document first (a rebuild ignores its orphaned memberships)."""
+        await self.mongo.collection_for(group.id, GROUPS).delete_one({"_id": group.id})
+        await self.mongo.collection_for(group.id, MEMBERSHIPS).delete_many({"group_id": group.id})
+        await self._delete_user_groups(group.id, group.members)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(
+                self.keys.group(group.id),
+                self.keys.group_members(group.id),
+                self.keys.group_joined(group.id),
+            )
+            for user_id in group.members:
+                pipe.srem(self.keys.user_groups(user_id), group.id)
+            await pipe.execute()
+
+    async def add_member(self, group_id: str, user_id: str, member: Member) -> None:
+        await self._insert_members(group_id, {user_id: member})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self._project_members(pipe, group_id, {user_id: member})
+            await pipe.execute()
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        await self.mongo.collection_for(group_id, MEMBERSHIPS).delete_one(
+            {"_id": _membership_id(group_id, user_id)}
+        )
+        await self._delete_user_groups(group_id, [user_id])
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.group_members(group_id), user_id)
+            pipe.hdel(self.keys.group_joined(group_id), user_id)
+            pipe.srem(self.keys.user_groups(user_id), group_id)
+            await pipe.execute()
+
+    async def set_role(self, group_id: str, user_id: str, role: Role) -> None:
+        await self.mongo.collection_for(group_id, MEMBERSHIPS).update_one(
+            {"_id": _membership_id(group_id, user_id)}, {"$set": {"role": role}}
+        )
+        await self.redis.hset(self.keys.group_members(group_id), user_id, role)
+
+    async def hand_over(self, group_id: str, new_owner_id: str) -> None:
+        """Make `new_owner_id` the owner (the previous owner is removed separately)."""
+        await self.mongo.collection_for(group_id, MEMBERSHIPS).update_one(
+            {"_id": _membership_id(group_id, new_owner_id)}, {"$set": {"role": "owner"}}
+        )
+        await self.mongo.collection_for(group_id, GROUPS).update_one(
+            {"_id": group_id}, {"$set": {"owner_id": new_owner_id}}
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.group_members(group_id), new_owner_id, "owner")
+            pipe.hset(self.keys.group(group_id), "owner_id", new_owner_id)
+            await pipe.execute()
+
+    async def _insert_members(self, group_id: str, members: dict[str, Member]) -> None:
+        if not members:
+            return
+        try:
+            await self.mongo.collection_for(group_id, MEMBERSHIPS).insert_many(
+                [
+                    {
+                        "_id": _membership_id(group_id, user_id),
+                        "group_id": group_id,
+                        "user_id": user_id,
+                        "role": member.role,
+                        "joined_at": member.joined_at,
+                    }
+                    for user_id, member in members.items()
+                ],
+                ordered=False,
+            )
+        except BulkWriteError as exc:
+            _ignore_duplicates(exc)
+        by_shard: dict[int, list[str]] = self.mongo.router.group_by_shard(list(members))
+        for user_ids in by_shard.values():
+            collection = self.mongo.collection_for(user_ids[0], USER_GROUPS)
+            try:
+                await collection.insert_many(
+                    [
+                        {
+                            "_id": _user_group_id(user_id, group_id),
+                            "user_id": user_id,
+                            "group_id": group_id,
+                            "joined_at": members[user_id].joined_at,
+                        }
+                        for user_id in user_ids
+                    ],
+                    ordered=False,
+                )
+            except BulkWriteError as exc:
+                _ignore_duplicates(exc)
+
+    async def _delete_user_groups(self, group_id: str, user_ids: Iterable[str]) -> None:
+        by_shard = self.mongo.router.group_by_shard(list(user_ids))
+        for ids in by_shard.values():
+            await self.mongo.collection_for(ids[0], USER_GROUPS).delete_many(
+                {"_id": {"$in": [_user_group_id(user_id, group_id) for user_id in ids]}}
+            )
+
+    def _project_members(self, pipe: Any, group_id: str, members: dict[str, Member]) -> None:
+        if not members:
+            return
+        pipe.hset(
+            self.keys.group_members(group_id),
+            mapping={user_id: member.role for user_id, member in members.items()},
+        )
+        pipe.hset(
+            self.keys.group_joined(group_id),
+            mapping={user_id: member.joined_at.isoformat() for user_id, member in members.items()},
+        )
+        for user_id in members:
+            pipe.sadd(self.keys.user_groups(user_id), group_id)
+
+    # -- blocks ------------------------------------------------------------------
+
+    async def block(self, blocker_id: str, blocked_id: str, at: datetime) -> None:
+        with contextlib.suppress(DuplicateKeyError):  # already blocked: idempotent
+            await self.mongo.collection_for(blocker_id, BLOCKS).insert_one(
+                {
+                    "_id": _block_id(blocker_id, blocked_id),
+                    "blocker_id": blocker_id,
+                    "blocked_id": blocked_id,
+                    "created_at": at,
+                }
+            )
+        await self.redis.sadd(self.keys.blocks(blocker_id), blocked_id)
+
+    async def unblock(self, blocker_id: str, blocked_ids: Sequence[str]) -> None:
+        if not blocked_ids:
+            return
+        await self.mongo.collection_for(blocker_id, BLOCKS).delete_many(
+            {"_id": {"$in": [_block_id(blocker_id, b) for b in blocked_ids]}}
+        )
+        await self.redis.srem(self.keys.blocks(blocker_id), *blocked_ids)
