@@ -11,3 +11,7 @@ class DeliveryServiceSettings(ServiceSettings):
     model_config = service_config("DELIVERY_SERVICE_")
 
     http_port: int = Field(8094, ge=0, le=65535)
+    #: A push batch: up to this many records...
+    max_batch: int = Field(500, ge=1, le=10_000)
+    #: ...or this long after the first one (a small linger batches a burst's fan-out).
+    linger_ms: float = Field(5, ge=0, le=1000)

@@ -78,8 +78,16 @@ class RedisKeys:
 
     # -- message_service (owner) -------------------------------------------------------
     def recent_messages(self, conversation: str) -> str:
-        """Sorted set by seq: the newest messages of one conversation (history cache)."""
+        """Sorted set (all scores 0, ordered by member): the positions
+        ('millis:message_id', libs.contracts.messages.position) of the newest
+        messages of one conversation (history cache; the gateway reads it)."""
         return self.key("recent", conversation)
+
+    def recent_bodies(self, conversation: str) -> str:
+        """Hash position -> message JSON for `recent_messages`, plus the coverage
+        markers 'from:<receiver_id>': the cache holds every message of that
+        receiver in the conversation at or after that position."""
+        return self.key("recent_body", conversation)
 
     # -- delivery_service (owner); the gateway publishes/reads its socket registry -----
     def gateway_channel(self, instance_id: str) -> str:
@@ -112,6 +120,10 @@ class RedisKeys:
         """Hash -> read seq in `receiver_id`'s seq space. Field: the reader for a group,
         the peer (thread) for an inbox, whose reader is its owner."""
         return self.key("wm_read", receiver_id)
+
+    def message_ref(self, message_id: str) -> str:
+        """String "<receiver_kind>|<receiver_id>|<seq>|<sender_id>" of a recent message."""
+        return self.key("msg_ref", message_id)
 
     def seq_senders(self, receiver_id: str) -> str:
         """Sorted set "<seq>:<sender_id>" by seq: who sent what recently (receipt fan-out)."""

@@ -1,0 +1,158 @@
+"""delivery_service's handlers: push accepted messages, move watermarks, push receipts.
+
+One batch handler sees the three kinds of records the service consumes and
+handles each kind for the whole batch at once:
+- MessageAccepted (messages.events.v1): resolve recipients (direct: the receiver;
+  group: the members minus the sender minus those who block the sender; plus the
+  sender's own other devices), then push with one connections lookup and one
+  PUBLISH per gateway instance for the whole batch.
+- AdvanceWatermark (receipts.commands.v1): collapse to the highest seq per
+  watermark, make it durable in MongoDB ($max), move the Redis cache forward,
+  answer the asker, and emit ReceiptChanged to each sender whose messages
+  became delivered/read.
+- ReceiptChanged (receipts.events.v1): push a receipt frame to the sender.
+Everything is idempotent: a redelivered batch pushes again (clients dedupe by
+id) and re-applies `max` updates, which change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from delivery_service.repository import DeliveryRepository, WatermarkMove
+from libs.bus.consumer import Delivery
+from libs.bus.outbox import Outbox
+from libs.contracts.keys import RedisKeys
+from libs.contracts.messages import MessageAccepted, MessageAcceptedPayload
+from libs.contracts.receipts import (
+    AdvanceWatermark,
+    ReceiptChanged,
+    ReceiptChangedPayload,
+    WatermarkView,
+)
+from libs.contracts.topics import RECEIPTS_EVENTS
+from libs.logging import get_logger
+from libs.push import publish_frames
+
+log = get_logger(__name__)
+
+
+def message_frame(message: MessageAcceptedPayload) -> dict[str, Any]:
+    return {"type": "message", "message": message.model_dump(mode="json")}
+
+
+async def handle_batch(
+    deliveries: Sequence[Delivery],
+    outbox: Outbox,
+    *,
+    repository: DeliveryRepository,
+    redis: Redis,
+    keys: RedisKeys,
+) -> None:
+    if not await repository.projection_ready():
+        rebuilt = await repository.rebuild_projection()
+        log.info("receipts projection rebuilt", watermarks=rebuilt)
+    accepted = [d.message.payload for d in deliveries if isinstance(d.message, MessageAccepted)]
+    commands = [d.message for d in deliveries if isinstance(d.message, AdvanceWatermark)]
+    receipts = [d.message.payload for d in deliveries if isinstance(d.message, ReceiptChanged)]
+    if accepted:
+        await push_messages(accepted, repository=repository, redis=redis, keys=keys)
+    if commands:
+        await advance_watermarks(commands, outbox, repository=repository)
+    if receipts:
+        await push_receipts(receipts, redis=redis, keys=keys)
+
+
+async def push_messages(
+    messages: Sequence[MessageAcceptedPayload],
+    *,
+    repository: DeliveryRepository,
+    redis: Redis,
+    keys: RedisKeys,
+) -> None:
+    await repository.remember_messages(messages)
+    group_recipients = await repository.group_recipients(
+        [m for m in messages if m.receiver_kind == "group"]
+    )
+    pushes: list[tuple[list[str], dict[str, Any]]] = []
+    for message in messages:
+        if message.receiver_kind == "group":
+            recipients = group_recipients.get(message.message_id, [])
+        else:
+            recipients = [message.receiver_id]
+        # The sender's other devices show the message too (clients dedupe by id).
+        pushes.append(([*recipients, message.sender_id], message_frame(message)))
+    await publish_frames(redis, keys, pushes)
+
+
+async def advance_watermarks(
+    commands: Sequence[AdvanceWatermark], outbox: Outbox, *, repository: DeliveryRepository
+) -> None:
+    highest: dict[tuple[str, str, str], WatermarkMove] = {}
+    for command in commands:
+        p = command.payload
+        move = WatermarkMove(
+            p.kind, p.receiver_kind, p.receiver_id, p.reader_id, p.thread_id, p.seq
+        )
+        slot = (move.kind, move.receiver_id, move.field)
+        if slot not in highest or highest[slot].seq < move.seq:
+            highest[slot] = move
+    moves = list(highest.values())
+    await repository.store_watermarks(moves)
+    previous = await repository.cache_watermarks(moves)
+    current = {
+        (m.kind, m.receiver_id, m.field): max(m.seq, before)
+        for m, before in zip(moves, previous, strict=True)
+    }
+
+    advanced = [(m, before) for m, before in zip(moves, previous, strict=True) if m.seq > before]
+    senders = await repository.senders_between(
+        [(m.receiver_id, before, m.seq) for m, before in advanced]
+    )
+    for (move, _), sender_ids in zip(advanced, senders, strict=True):
+        if move.receiver_kind == "user" and move.kind == "read":
+            sender_ids = {move.thread_id}  # a direct read concerns one peer's messages
+        for sender_id in sorted(sender_ids - {move.reader_id}):
+            outbox.emit(
+                RECEIPTS_EVENTS,
+                sender_id,
+                ReceiptChanged.of(
+                    ReceiptChangedPayload(
+                        sender_id=sender_id,
+                        reader_id=move.reader_id,
+                        receiver_kind=move.receiver_kind,  # type: ignore[arg-type]
+                        receiver_id=move.receiver_id,
+                        thread_id=move.thread_id,
+                        kind=move.kind,  # type: ignore[arg-type]
+                        up_to_seq=move.seq,
+                    )
+                ),
+            )
+
+    for command in commands:
+        p = command.payload
+        read_field = p.reader_id if p.receiver_kind == "group" else p.thread_id
+        read_seq = current.get(("read", p.receiver_id, read_field), 0)
+        delivered_seq = current.get(("delivered", p.receiver_id, p.reader_id), 0)
+        outbox.reply(
+            command,
+            WatermarkView(
+                receiver_id=p.receiver_id,
+                reader_id=p.reader_id,
+                thread_id=p.thread_id,
+                delivered_seq=max(delivered_seq, read_seq),
+                read_seq=read_seq,
+            ),
+        )
+
+
+async def push_receipts(
+    receipts: Sequence[ReceiptChangedPayload], *, redis: Redis, keys: RedisKeys
+) -> None:
+    pushes = [
+        ([r.sender_id], {"type": "receipt", "receipt": r.model_dump(mode="json")}) for r in receipts
+    ]
+    await publish_frames(redis, keys, pushes)

@@ -1,0 +1,202 @@
+"""Pushes into this gateway's sockets, and the ephemeral events it fans out itself.
+
+`realtime_context` (a cleanup_ctx entry) opens the `SocketHub`, a dedicated
+Redis connection subscribed to this instance's channel
+(`RedisKeys.gateway_channel(instance_id)`), and the background loops:
+- the listener writes every pushed frame to the local sockets of its users;
+- the session check (every GATEWAY_WS_SESSION_CHECK_S) closes sockets whose
+  session was revoked or expired (code 4001);
+- the registry heartbeat (every GATEWAY_WS_REGISTRY_REFRESH_S) refreshes this
+  instance's entries in the session registry and the sessions' idle TTL.
+All are cancelled and awaited on exit, after every socket was closed with 1001.
+
+Typing indicators and presence are ephemeral (never stored): the gateway that
+sees them resolves the peers (respecting blocks both ways) and publishes them
+with `libs.push.publish_frames`, like delivery_service does for messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.keys import KEYS, REDIS, SETTINGS
+from gateway.sockets import RealtimeSettings, SocketHub
+from libs.contracts.keys import RedisKeys
+from libs.group_projection import group_members, user_groups
+from libs.logging import get_logger
+from libs.push import live_routes, publish_frames
+
+log = get_logger(__name__)
+
+HUB = web.AppKey("socket_hub", SocketHub)
+REALTIME_SETTINGS = web.AppKey("realtime_settings", RealtimeSettings)
+#: Presence goes to at most this many peers (contacts and group co-members).
+PRESENCE_PEERS_MAX = 2000
+
+
+def realtime_context(app: web.Application) -> AsyncIterator[None]:
+    return _realtime(app)
+
+
+async def _realtime(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    realtime = app[REALTIME_SETTINGS]
+    hub = SocketHub(app[REDIS], app[KEYS], settings.instance_id, realtime)
+    app[HUB] = hub
+    subscriber = Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=3, socket_timeout=None
+    )
+    channel = app[KEYS].gateway_channel(settings.instance_id)
+    subscribed = asyncio.Event()
+    tasks = [
+        asyncio.create_task(_listen(subscriber, channel, hub, subscribed), name="ws-push"),
+        asyncio.create_task(
+            _every(realtime.session_check_s, hub.close_revoked), name="ws-sessions"
+        ),
+        asyncio.create_task(
+            _every(realtime.registry_refresh_s, _heartbeat(hub)), name="ws-registry"
+        ),
+    ]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(subscribed.wait(), 10)
+    try:
+        yield
+    finally:
+        await hub.close_all()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await subscriber.aclose()
+
+
+def _heartbeat(hub: SocketHub) -> Callable[[], Awaitable[Any]]:
+    async def beat() -> None:
+        await hub.refresh_registry()
+        await hub.extend_sessions()
+
+    return beat
+
+
+async def _every(period_s: float, action: Callable[[], Awaitable[Any]]) -> None:
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await action()
+        except (RedisError, OSError) as exc:
+            log.warning("realtime loop step failed", error=f"{type(exc).__name__}: {exc}")
+
+
+async def _listen(
+    subscriber: Redis, channel: str, hub: SocketHub, subscribed: asyncio.Event
+) -> None:
+    """Write pushed frames to local sockets; resubscribe after a Redis outage."""
+    while True:
+        try:
+            async with subscriber.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        payload = orjson.loads(message["data"])
+                        for push in payload["pushes"]:
+                            hub.deliver(push["user_ids"], push["frame"])
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.warning("undecodable push ignored", error=str(exc)[:200])
+        except asyncio.CancelledError:
+            raise
+        except (RedisError, OSError) as exc:
+            log.warning("push channel lost; resubscribing", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.5)
+
+
+# -- ephemeral fan-out: typing and presence ------------------------------------------
+
+
+async def mutual_blocks(redis: Redis, keys: RedisKeys, user_id: str, others: list[str]) -> set[str]:
+    """Those of `others` who block `user_id` or whom `user_id` blocks (one round trip)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.smembers(keys.blocks(user_id))
+        for other in others:
+            pipe.sismember(keys.blocks(other), user_id)
+        blocked, *flags = await pipe.execute()
+    return {o for o, flag in zip(others, flags, strict=True) if flag} | (set(blocked) & set(others))
+
+
+async def push_typing(app: web.Application, user_id: str, kind: str, target_id: str) -> None:
+    """Tell the conversation's peers that `user_id` is typing (not stored)."""
+    redis, keys = app[REDIS], app[KEYS]
+    if kind == "group":
+        members = await group_members(redis, keys, target_id) or {}
+        peers = [m for m in members if m != user_id]
+        conversation = f"group:{target_id}"
+    else:
+        peers = [target_id]
+        conversation = f"user:{user_id}"  # as the recipient names the conversation
+    peers = [p for p in peers if p not in await mutual_blocks(redis, keys, user_id, peers)]
+    frame = {"type": "typing", "user_id": user_id, "conversation": conversation}
+    await publish_frames(redis, keys, [(peers, frame)])
+
+
+async def presence_peers(redis: Redis, keys: RedisKeys, user_id: str) -> list[str]:
+    """Direct contacts and group co-members of `user_id`, minus blocks either way."""
+    contacts = await redis.smembers(keys.contacts(user_id))
+    try:
+        groups = await user_groups(redis, keys, user_id)
+    except Exception:  # the groups projection is being rebuilt: contacts only
+        groups = set()
+    peers = set(contacts)
+    if groups:
+        async with redis.pipeline(transaction=False) as pipe:
+            for group_id in groups:
+                pipe.hkeys(keys.group_members(group_id))
+            for members in await pipe.execute():
+                peers.update(members)
+                if len(peers) > PRESENCE_PEERS_MAX:
+                    break
+    peers.discard(user_id)
+    ordered = sorted(peers)[:PRESENCE_PEERS_MAX]
+    if not ordered:
+        return []
+    blocked = await mutual_blocks(redis, keys, user_id, ordered)
+    return [p for p in ordered if p not in blocked]
+
+
+async def push_presence(app: web.Application, user_id: str, online: bool) -> None:
+    """Tell `user_id`'s peers that it went online or offline."""
+    redis, keys = app[REDIS], app[KEYS]
+    peers = await presence_peers(redis, keys, user_id)
+    frame: dict[str, Any] = {
+        "type": "presence",
+        "user_id": user_id,
+        "online": online,
+        "last_seen": None if online else int(time.time()),
+    }
+    await publish_frames(redis, keys, [(peers, frame)])
+
+
+async def presence_of(redis: Redis, keys: RedisKeys, user_id: str) -> tuple[bool, int | None]:
+    """(online, last_seen epoch seconds) from the session registry."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.user_connections(user_id))
+        pipe.get(keys.last_seen(user_id))
+        fields, last_seen = await pipe.execute()
+    online = bool(live_routes(fields))
+    return online, (int(last_seen) if last_seen else None)
+
+
+def setup_realtime(app: web.Application) -> None:
+    app[REALTIME_SETTINGS] = RealtimeSettings()
+    app.cleanup_ctx.append(realtime_context)

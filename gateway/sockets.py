@@ -1,0 +1,267 @@
+"""The WebSockets this gateway process holds, and their registry entries in Redis.
+
+`SocketHub` owns every open socket of the process (user -> connections). Each
+`Connection` has a bounded send queue drained by one writer task: a client too
+slow to keep up (its queue full) is closed with code 4008 ("slow consumer"),
+never buffered without bound. The hub also keeps the session registry
+(`conns:<user>`, see libs/push.py) true for this instance: it writes an entry
+at connect, refreshes every entry on each heartbeat, and removes it at close.
+
+Close codes the server uses (documented in docs/realtime.md):
+- 1001 going away (gateway shutdown), 1009 frame too large,
+- 4001 session revoked or expired, 4008 slow consumer (send queue full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import WSCloseCode, web
+from prometheus_client import Counter, Gauge
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
+
+from libs.contracts.keys import RedisKeys
+from libs.ids import new_id
+from libs.logging import get_logger
+from libs.push import CONNECTION_TTL_S, live_routes, route_value
+
+log = get_logger(__name__)
+
+CLOSE_SESSION_REVOKED = 4001
+CLOSE_SLOW_CONSUMER = 4008
+
+OPEN_SOCKETS = Gauge("messenger_ws_open_sockets", "WebSockets open on this gateway")
+FRAMES_PUSHED = Counter("messenger_ws_frames_pushed_total", "Frames queued to sockets")
+SLOW_CLOSED = Counter("messenger_ws_slow_consumers_total", "Sockets closed as too slow")
+
+
+class RealtimeSettings(BaseSettings):
+    """WebSocket settings of the gateway (env prefix GATEWAY_WS_)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_WS_", extra="ignore", frozen=True)
+
+    #: Comma-separated origins a browser may open a socket from (requests without an
+    #: Origin header, i.e. non-browser clients, are allowed).
+    allowed_origins: str = "http://localhost:3000,http://127.0.0.1:3000"
+    heartbeat_s: float = Field(20.0, gt=0)
+    max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    send_queue_frames: int = Field(256, ge=1)
+    max_connections_per_user: int = Field(10, ge=1)
+    ticket_ttl_s: int = Field(30, ge=1, le=600)
+    #: How often the sessions of open sockets are re-checked (revocation closes within it).
+    session_check_s: float = Field(0.5, gt=0)
+    registry_refresh_s: float = Field(10.0, gt=0)
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(
+            o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()
+        )
+
+
+@dataclass(eq=False)
+class Connection:
+    """One open socket of one user, with its bounded send queue."""
+
+    user_id: str
+    token_hash: str
+    ws: web.WebSocketResponse
+    queue: asyncio.Queue[str]
+    id: str = field(default_factory=new_id)
+    writer: asyncio.Task[None] | None = None
+    closing: bool = False
+
+    def offer(self, text: str) -> bool:
+        """Queue a frame; False when the queue is full (the client is too slow)."""
+        if self.closing:
+            return True
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def send_frame(self, frame: dict[str, Any]) -> bool:
+        return self.offer(orjson.dumps(frame).decode())
+
+    async def close(self, code: int, message: str) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=message.encode())
+
+    async def drain(self) -> None:
+        """The writer task: send queued frames in order until the socket closes."""
+        try:
+            while not self.ws.closed:
+                text = await self.queue.get()
+                await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            return
+
+
+class SocketHub:
+    """Every socket of this gateway process, by user, and their registry entries."""
+
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, instance_id: str, settings: RealtimeSettings
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.instance_id = instance_id
+        self.settings = settings
+        self.by_user: dict[str, dict[str, Connection]] = defaultdict(dict)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def connections(self) -> list[Connection]:
+        return [c for conns in self.by_user.values() for c in conns.values()]
+
+    def open(self, user_id: str, token_hash: str, ws: web.WebSocketResponse) -> Connection:
+        conn = Connection(
+            user_id, token_hash, ws, asyncio.Queue(maxsize=self.settings.send_queue_frames)
+        )
+        conn.writer = asyncio.create_task(conn.drain(), name=f"ws-writer:{conn.id}")
+        self.by_user[user_id][conn.id] = conn
+        OPEN_SOCKETS.inc()
+        return conn
+
+    async def discard(self, conn: Connection) -> None:
+        conns = self.by_user.get(conn.user_id)
+        if conns is not None and conns.pop(conn.id, None) is not None:
+            OPEN_SOCKETS.dec()
+            if not conns:
+                self.by_user.pop(conn.user_id, None)
+        if conn.writer is not None:
+            conn.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.writer
+
+    def deliver(self, user_ids: Iterable[str], frame: dict[str, Any]) -> int:
+        """Queue `frame` to every local socket of `user_ids`; closes slow ones."""
+        text: str | None = None
+        sent = 0
+        for user_id in user_ids:
+            for conn in list(self.by_user.get(user_id, {}).values()):
+                if text is None:
+                    text = orjson.dumps(frame).decode()
+                if conn.offer(text):
+                    sent += 1
+                else:
+                    SLOW_CLOSED.inc()
+                    log.warning("slow consumer closed", user_id=user_id, connection=conn.id)
+                    self.spawn(conn.close(CLOSE_SLOW_CONSUMER, "slow consumer"))
+        FRAMES_PUSHED.inc(sent)
+        return sent
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the registry in Redis -------------------------------------------------------
+
+    async def live_connection_count(self, user_id: str) -> int:
+        fields = await self.redis.hgetall(self.keys.user_connections(user_id))
+        return len(live_routes(fields))
+
+    async def register(self, conn: Connection) -> bool:
+        """Write the socket's entry; True when the user was offline before it."""
+        key = self.keys.user_connections(conn.user_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.hset(key, conn.id, route_value(self.instance_id))
+            pipe.expire(key, CONNECTION_TTL_S)
+            before, _, _ = await pipe.execute()
+        others = {cid for cid in live_routes(before) if cid != conn.id}
+        return not others
+
+    async def unregister(self, conn: Connection) -> bool:
+        """Remove the socket's entry; True when the user has no live socket left."""
+        key = self.keys.user_connections(conn.user_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(key, conn.id)
+            pipe.hgetall(key)
+            pipe.set(self.keys.last_seen(conn.user_id), str(int(time.time())))
+            _, after, _ = await pipe.execute()
+        live = live_routes(after)
+        stale = set(after) - set(live)
+        if stale:
+            await self.redis.hdel(key, *stale)
+        return not live
+
+    async def refresh_registry(self) -> None:
+        """Heartbeat: extend this instance's entries and prune expired ones."""
+        if not self.by_user:
+            return
+        now = str(int(time.time()))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, conns in list(self.by_user.items()):
+                key = self.keys.user_connections(user_id)
+                value = route_value(self.instance_id)
+                for conn_id in conns:
+                    pipe.hset(key, conn_id, value)
+                pipe.expire(key, CONNECTION_TTL_S)
+                pipe.set(self.keys.last_seen(user_id), now)
+            await pipe.execute()
+
+    async def close_revoked(self) -> int:
+        """Close every socket whose session is gone or past its absolute expiry."""
+        conns = self.connections()
+        hashes = list({c.token_hash for c in conns})
+        if not hashes:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token_hash in hashes:
+                pipe.hget(self.keys.session(token_hash), "expires_at")
+            expiries = await pipe.execute()
+        now = time.time()
+        dead = {
+            h
+            for h, expires in zip(hashes, expiries, strict=True)
+            if expires is None or float(expires) <= now
+        }
+        closed = 0
+        for conn in conns:
+            if conn.token_hash in dead and not conn.closing:
+                closed += 1
+                self.spawn(conn.close(CLOSE_SESSION_REVOKED, "session revoked or expired"))
+        return closed
+
+    async def extend_sessions(self) -> None:
+        """An open socket is activity: extend its session's idle TTL (capped by expiry)."""
+        hashes = list({c.token_hash for c in self.connections()})
+        if not hashes:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token_hash in hashes:
+                pipe.hmget(self.keys.session(token_hash), "expires_at", "idle_s")
+            rows = await pipe.execute()
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token_hash, (expires_at, idle_s) in zip(hashes, rows, strict=True):
+                if expires_at is None or not idle_s or int(idle_s) <= 0:
+                    continue
+                ttl = max(1, min(int(idle_s), int(float(expires_at) - now)))
+                pipe.expire(self.keys.session(token_hash), ttl)
+            await pipe.execute()
+
+    async def close_all(self) -> None:
+        """Shutdown: close every socket with GOING_AWAY and remove its entries."""
+        conns = self.connections()
+        await asyncio.gather(
+            *(c.close(WSCloseCode.GOING_AWAY, "server shutdown") for c in conns),
+            return_exceptions=True,
+        )
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await self.unregister(conn)
