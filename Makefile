@@ -17,7 +17,7 @@ VENV_STAMP := $(VENV)/.installed.stamp
 LAUNCHER := $(PY) -m deploy.local
 # Points the services at the launcher's ports (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL,
 # MONGO_SHARDS); values already set in the environment win.
-STACK_ENV = set -a && eval "$$($(LAUNCHER) env)" && set +a
+STACK_ENV = stack_env="$$($(LAUNCHER) env)" && set -a && eval "$$stack_env" && set +a
 
 .PHONY: help setup up down status wait logs run test lint bench
 

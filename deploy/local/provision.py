@@ -48,10 +48,23 @@ def _run(
     cwd: Path = REPO_ROOT,
     env: dict[str, str] | None = None,
 ) -> None:
+    """Run a build step quietly; on failure show the tail of its output, then one error line."""
     started = time.monotonic()
-    done = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, check=False)
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        check=False,
+    )
     if done.returncode != 0:
-        raise StackError(f"{what} failed (exit {done.returncode}); see its output above")
+        tail = done.stdout.strip().splitlines()[-25:]
+        report("\n".join(f"  | {line}" for line in tail))
+        raise StackError(f"{what} failed (exit {done.returncode}); its last output is above")
     report(f"  {what} took {time.monotonic() - started:.0f} s")
 
 
@@ -97,9 +110,9 @@ def _build_kafka(report: Report) -> None:
         report("kafka jars: up to date (deploy/kafka/target/libs)")
         return
     mvn = _require("mvn", "to fetch the Kafka broker jars")
-    report("kafka jars: mvn package (downloads Kafka 4.1.1 from Maven Central)")
+    report("kafka jars: mvn package (Kafka 4.1.1 from Maven Central; ~1 min the first time)")
     _run(
-        [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(KAFKA_POM), "package"],
+        [mvn, "-q", "-B", "-f", str(KAFKA_POM), "package"],
         "mvn package",
         report,
     )
@@ -115,6 +128,6 @@ def _build_ferretdb(report: Report) -> None:
         report("ferretdb-local: up to date (deploy/ferretdb/ferretdb-local)")
         return
     go = _require("go", "to build FerretDB")
-    report("ferretdb-local: go build (FerretDB v1.24.2 through the Go module proxy)")
+    report("ferretdb-local: go build (FerretDB v1.24.2 via the Go module proxy; ~3 min cold)")
     argv = [go, "build", "-o", FERRETDB_BINARY.name, "."]
     _run(argv, "go build", report, cwd=FERRETDB_BINARY.parent)
