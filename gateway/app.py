@@ -9,7 +9,7 @@ from aiohttp import web
 from gateway import api, auth
 from gateway.errors import error_middleware
 from gateway.keys import AUTHENTICATOR, KEYS, MONGO, PRODUCER, REDIS, REQUESTS, SETTINGS
-from gateway.routes import accounts, groups, messages, realtime
+from gateway.routes import accounts, docs, groups, messages, realtime
 from gateway.settings import GatewaySettings
 from libs.bus.request_reply import RequestClient
 from libs.contracts.keys import RedisKeys
@@ -21,7 +21,7 @@ from libs.lifecycle import (
     redis_context,
 )
 
-ROUTE_MODULES = (accounts, groups, messages, realtime)
+ROUTE_MODULES = (accounts, groups, messages, realtime, docs)
 ROUTE_TABLES = tuple(module.routes for module in ROUTE_MODULES)
 
 

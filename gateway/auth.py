@@ -1,14 +1,19 @@
 """Authentication of HTTP requests by opaque bearer tokens (sessions live in Redis).
 
 user_service owns sessions: `session:<sha256(token)>` is a hash {user_id,
-created_at, expires_at} whose TTL is the idle timeout, and `user_sessions:<user>`
-indexes them. The gateway only reads a session and extends its idle TTL
-(bounded by the absolute expiry); it never creates one.
+created_at, expires_at (unix seconds), idle_s} whose TTL is the idle timeout,
+and `user_sessions:<user>` indexes them. The gateway only reads a session and
+extends its idle TTL (bounded by the absolute expiry); it never creates one.
+
+There is no local cache: every request reads Redis (one Lua call that checks
+and touches the session atomically), so a revocation takes effect on the next
+request, on every gateway instance.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 
@@ -16,6 +21,23 @@ from aiohttp import web
 
 from gateway.keys import KEYS, REDIS
 from libs.errors import Unauthorized
+
+#: Tokens are secrets.token_urlsafe output; anything else cannot be one of ours.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
+
+# Returns nil (no session), {user_id, "expired"} or {user_id, "ok"} after touching it.
+_TOUCH_SESSION = """
+local s = redis.call('HMGET', KEYS[1], 'user_id', 'expires_at', 'idle_s')
+if not s[1] then return nil end
+local now = tonumber(ARGV[1])
+local expires_at = tonumber(s[2]) or 0
+if expires_at <= now then return {s[1], 'expired'} end
+local idle = tonumber(s[3]) or 0
+if idle > 0 then
+  redis.call('EXPIRE', KEYS[1], math.max(1, math.min(idle, math.floor(expires_at - now))))
+end
+return {s[1], 'ok'}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +58,7 @@ def bearer_token(request: web.Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("a bearer token is required", code="missing_token")
     token = token.strip()
-    if len(token) > 256 or not token.isascii():
+    if not _TOKEN_RE.match(token):
         raise Unauthorized("the token is malformed", code="invalid_token")
     return token
 
@@ -47,16 +69,14 @@ async def authenticate(request: web.Request) -> Principal:
 
 
 async def authenticate_token(app: web.Application, token: str) -> Principal:
+    """The owner of `token` (also for WebSocket handshakes), or Unauthorized."""
     hashed = token_hash(token)
-    key = app[KEYS].session(hashed)
-    session = await app[REDIS].hgetall(key)
-    if not session or "user_id" not in session:
+    redis = app[REDIS]
+    touch = redis.register_script(_TOUCH_SESSION)
+    found = await touch(keys=[app[KEYS].session(hashed)], args=[repr(time.time())])
+    if not found:
         raise Unauthorized("the token is invalid, expired or revoked", code="invalid_token")
-    expires_at = float(session.get("expires_at", "0"))
-    now = time.time()
-    if expires_at <= now:
+    user_id, state = found
+    if state != "ok":
         raise Unauthorized("the session has expired", code="session_expired")
-    idle = int(session.get("idle_s", "0"))
-    if idle > 0:
-        await app[REDIS].expire(key, max(1, min(idle, int(expires_at - now))))
-    return Principal(user_id=session["user_id"], token_hash=hashed)
+    return Principal(user_id=user_id, token_hash=hashed)

@@ -138,5 +138,25 @@ class UserDeleted(Envelope):
     payload: UserDeletedPayload
 
 
+# -- replies (the `result` of a Reply to the commands above) ----------------------------
+
+
+class UserProfile(Payload):
+    """Reply to RegisterUser and UpdateProfile: the account as its owner sees it."""
+
+    id: str
+    username: str
+    display_name: str
+    created_at: datetime
+
+
+class SessionOpened(Payload):
+    """Reply to Login. `token` is shown once; only its SHA-256 is stored."""
+
+    token: str
+    user_id: str
+    expires_at: datetime
+
+
 USER_COMMANDS = (RegisterUser, Login, Logout, LogoutEverywhere, UpdateProfile, DeleteUser)
 USER_EVENTS = (UserRegistered, ProfileUpdated, UserDeleted)

@@ -1,0 +1,150 @@
+"""Rate limits of the gateway: GCRA buckets in Redis, shared by every gateway instance.
+
+The generic cell rate algorithm keeps one number per bucket, its theoretical
+arrival time (TAT), and decides in one Lua call on Redis's clock (so instances
+with skewed clocks agree): a request is allowed while TAT - now <= burst
+tolerance, and then moves TAT one emission interval on. A refusal raises
+RateLimited with details {"retry_after_s"}, which gateway.errors turns into 429
+with a Retry-After header.
+
+Limits (env GATEWAY_RATE_*): login and registration, each per client address
+and per (lower-cased) username. The bucket key carries the limit's parameters,
+so instances configured differently never share (and corrupt) a bucket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import Field
+from pydantic_settings import BaseSettings
+from redis.asyncio import Redis
+
+from gateway.keys import KEYS, REDIS
+from libs.contracts.keys import RedisKeys
+from libs.errors import RateLimited
+from libs.settings import load_settings, service_config
+
+# Returns 0 when allowed (and records it), else the milliseconds until it would be.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait > 0 then return wait end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, math.ceil(new_tat - now)))
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """`per_minute` requests a minute on average, up to `burst` at once."""
+
+    scope: str
+    per_minute: float
+    burst: int
+
+    @property
+    def interval_ms(self) -> int:
+        return max(1, round(60_000 / self.per_minute))
+
+    @property
+    def tolerance_ms(self) -> int:
+        return self.interval_ms * (self.burst - 1)
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.scope}:{self.per_minute:g}x{self.burst}"
+
+
+class RateLimitSettings(BaseSettings):
+    """Env GATEWAY_RATE_*. Per-address limits are loose: many users share one address."""
+
+    model_config = service_config("GATEWAY_RATE_")
+
+    login_per_ip_per_minute: float = Field(1200, gt=0)
+    login_per_ip_burst: int = Field(300, ge=1)
+    login_per_username_per_minute: float = Field(10, gt=0)
+    login_per_username_burst: int = Field(20, ge=1)
+    register_per_ip_per_minute: float = Field(600, gt=0)
+    register_per_ip_burst: int = Field(300, ge=1)
+    register_per_username_per_minute: float = Field(5, gt=0)
+    register_per_username_burst: int = Field(10, ge=1)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    login_per_ip: Limit
+    login_per_username: Limit
+    register_per_ip: Limit
+    register_per_username: Limit
+
+    @classmethod
+    def from_settings(cls, s: RateLimitSettings) -> RateLimits:
+        return cls(
+            Limit("login_ip", s.login_per_ip_per_minute, s.login_per_ip_burst),
+            Limit("login_user", s.login_per_username_per_minute, s.login_per_username_burst),
+            Limit("register_ip", s.register_per_ip_per_minute, s.register_per_ip_burst),
+            Limit(
+                "register_user", s.register_per_username_per_minute, s.register_per_username_burst
+            ),
+        )
+
+
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._script = redis.register_script(_GCRA)
+
+    async def hit(self, limit: Limit, subject: str) -> None:
+        """Count one request of `subject` against `limit`; RateLimited when over it."""
+        key = self._keys.rate_limit(limit.bucket, subject)
+        wait_ms = int(await self._script(keys=[key], args=[limit.interval_ms, limit.tolerance_ms]))
+        if wait_ms > 0:
+            raise RateLimited(
+                "too many attempts; retry later",
+                details={"retry_after_s": round(wait_ms / 1000, 3), "limit": limit.scope},
+            )
+
+
+LIMITER = web.AppKey("rate_limiter", RateLimiter)
+
+
+def setup(app: web.Application) -> None:
+    """Read the limits now (settings), make the limiter once Redis is open."""
+    app[RATE_LIMITS] = RateLimits.from_settings(load_settings(RateLimitSettings))
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[LIMITER] = RateLimiter(app[REDIS], app[KEYS])
+        yield
+
+    app.cleanup_ctx.append(ctx)
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def limit_login(request: web.Request, username: str) -> None:
+    limits = request.app[RATE_LIMITS]
+    limiter = request.app[LIMITER]
+    await limiter.hit(limits.login_per_ip, client_address(request))
+    await limiter.hit(limits.login_per_username, username.lower())
+
+
+async def limit_registration(request: web.Request, username: str) -> None:
+    limits = request.app[RATE_LIMITS]
+    limiter = request.app[LIMITER]
+    await limiter.hit(limits.register_per_ip, client_address(request))
+    await limiter.hit(limits.register_per_username, username.lower())
