@@ -1,7 +1,7 @@
 """`setup`: installs and builds what the local stack runs, each step skipped when up to date.
 
-Owns the three artifacts the stack needs: the redis-server binary (Debian's
-package, installed with apt-get when missing), Kafka's broker jars in
+Owns the artifacts the stack needs: Debian packages (redis-server, redis-tools,
+docker-compose; see DEBIAN_PACKAGES; installed with apt-get when missing), Kafka's broker jars in
 deploy/kafka/target/libs (`mvn package`, redone when pom.xml is newer than the
 last successful build) and deploy/ferretdb/ferretdb-local (`go build`, redone
 when main.go, go.mod or go.sum is newer than the binary).
@@ -27,7 +27,7 @@ MIN_JAVA = 17  # Kafka 4.x brokers need Java 17
 def setup(report: Report = print) -> None:
     """Make every artifact of the stack present and current; prints what it does."""
     started = time.monotonic()
-    _ensure_redis(report)
+    _ensure_debian_packages(report)
     _check_java(report)
     _build_kafka(report)
     _build_ferretdb(report)
@@ -68,24 +68,37 @@ def _run(
     report(f"  {what} took {time.monotonic() - started:.0f} s")
 
 
-def _ensure_redis(report: Report) -> None:
-    if shutil.which("redis-server"):
-        report("redis-server: installed")
+#: Commands the project needs from Debian's packages, and the package of each:
+#: the Redis server, redis-benchmark (a `make bench` baseline), and Compose (the
+#: tests validate docker-compose.yml with a real Compose implementation).
+DEBIAN_PACKAGES = {
+    "redis-server": "redis-server",
+    "redis-benchmark": "redis-tools",
+    "docker-compose": "docker-compose",
+}
+
+
+def _ensure_debian_packages(report: Report) -> None:
+    missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if not shutil.which(tool)})
+    if not missing:
+        report("debian packages installed: " + ", ".join(sorted(set(DEBIAN_PACKAGES.values()))))
         return
+    names = " ".join(missing)
     if shutil.which("apt-get") is None:
-        raise StackError("redis-server is not installed and there is no apt-get; install Redis 7")
+        raise StackError(f"{names} not installed and there is no apt-get; install them")
     if os.geteuid() != 0:
-        raise StackError("redis-server is not installed; run: sudo apt-get install -y redis-server")
+        raise StackError(f"{names} not installed; run: sudo apt-get install -y {names}")
     # RUNLEVEL=1 keeps the package's init script from starting a system-wide redis on 6379.
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"]
-    report("redis-server: installing with apt-get")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    report(f"{names}: installing with apt-get")
     if subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False).returncode != 0:
-        report("redis-server: install failed, refreshing the package lists and retrying")
+        report(f"{names}: install failed, refreshing the package lists and retrying")
         _run(["apt-get", "update", "-q"], "apt-get update", report, env=env)
-        _run(install, "apt-get install redis-server", report, env=env)
-    if shutil.which("redis-server") is None:
-        raise StackError("apt-get installed redis-server but it is not on PATH")
+        _run(install, f"apt-get install {names}", report, env=env)
+    still = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
+    if still:
+        raise StackError(f"apt-get ran but {', '.join(still)} is still not on PATH")
 
 
 def _check_java(report: Report) -> None:
