@@ -1,0 +1,131 @@
+"""The WebSocket's documented answers at the edges: handshake auth and Origin,
+tickets, bad and oversized frames, revoked sessions, the per-user cap."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from libs.contracts.keys import RedisKeys
+from libs.settings import LOCAL_REDIS
+from tests.realtime.wsclient import connect
+from tests.support.client import Api
+
+
+async def handshake_status(http: aiohttp.ClientSession, url: str, **kw: object) -> int:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+        await http.ws_connect(url + "/v1/ws", **kw)  # type: ignore[arg-type]
+    return failed.value.status
+
+
+async def test_handshake_requires_a_valid_token(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    url = system.gateway_url
+    assert await handshake_status(http, url) == 401
+    assert await handshake_status(http, url, headers={"Authorization": "Bearer nope"}) == 401
+    user = await api.new_user("ws")
+    assert (await api.call("DELETE", "/v1/sessions/current", token=user.token)).status == 204
+    assert await handshake_status(http, url, headers=user.auth) == 401
+
+
+async def test_expired_session_is_refused_at_the_handshake(system, http, namespace) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("exp")
+    redis = Redis.from_url(system.env.get("REDIS_URL", LOCAL_REDIS), decode_responses=True)
+    try:
+        from gateway.auth import token_hash
+
+        # Age the session past its absolute expiry, as time would.
+        key = RedisKeys(namespace).session(token_hash(user.token))
+        assert await redis.exists(key)
+        await redis.hset(key, "expires_at", str(time.time() - 1))
+    finally:
+        await redis.aclose()
+    assert await handshake_status(http, system.gateway_url, headers=user.auth) == 401
+
+
+async def test_origin_allowlist(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("org")
+    evil = {**user.auth, "Origin": "https://evil.example"}
+    assert await handshake_status(http, system.gateway_url, headers=evil) == 403
+    allowed = await connect(
+        http, system.gateway_url, user.token, headers={"Origin": "http://localhost:3000"}
+    )
+    no_origin = await connect(http, system.gateway_url, user.token)  # not a browser
+    await allowed.close()
+    await no_origin.close()
+
+
+async def test_single_use_ticket(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("tk")
+    issued = await api.call("POST", "/v1/ws-ticket", token=user.token)
+    assert issued.status == 201
+    assert issued.body["expires_in_s"] > 0
+    ticket = issued.body["ticket"]
+    socket = await connect(http, system.gateway_url, params={"ticket": ticket})
+    hello = socket.frames[0]
+    assert hello["user_id"] == user.id
+    await socket.close()
+    again = await handshake_status(http, system.gateway_url, params={"ticket": ticket})
+    assert again == 401
+    assert (await api.call("POST", "/v1/ws-ticket")).status == 401
+
+
+async def test_bad_frames_get_error_frames_and_the_socket_stays_open(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("bad")
+    socket = await connect(http, system.gateway_url, user.token)
+    await socket.ws.send_str("{not json")
+    err = await socket.wait_for(lambda f: f.get("type") == "error")
+    assert err["error"]["code"] == "invalid_json"
+    await socket.send({"type": "teleport", "ref": "r1"})
+    err = await socket.wait_for(lambda f: f.get("ref") == "r1")
+    assert err["type"] == "error"
+    assert err["error"]["code"] == "invalid_frame"
+    await socket.send({"type": "ack", "ref": "r2", "receiver": user.id, "seq": 0})
+    err = await socket.wait_for(lambda f: f.get("ref") == "r2")
+    assert err["error"]["code"] == "invalid_frame"
+    assert err["error"]["details"]["fields"][0]["field"].endswith("seq")
+    await socket.send({"type": "read", "ref": "r3", "conversation": "group:nosuch", "seq": 1})
+    err = await socket.wait_for(lambda f: f.get("ref") == "r3")
+    assert err["error"]["status"] == 404
+    await socket.send({"type": "typing", "ref": "r4", "conversation": f"user:{user.id}"})
+    err = await socket.wait_for(lambda f: f.get("ref") == "r4")
+    assert err["error"]["status"] == 422
+    assert not socket.closed.is_set()
+    await socket.close()
+
+
+async def test_oversized_frame_closes_with_1009(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("big")
+    socket = await connect(http, system.gateway_url, user.token)
+    await socket.ws.send_str('{"type": "typing", "conversation": "' + "x" * 200_000 + '"}')
+    assert await socket.wait_closed() == 1009
+
+
+async def test_revoked_session_closes_its_sockets(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("rev")
+    gateway_b = system.add_gateway("b") if not system.extra_gateways else system.extra_gateways[0]
+    on_a = await connect(http, system.gateway_url, user.token)
+    on_b = await connect(http, gateway_b.url, user.token)
+    assert (await api.call("DELETE", "/v1/sessions/current", token=user.token)).status == 204
+    assert await on_a.wait_closed(timeout=5) == 4001
+    assert await on_b.wait_closed(timeout=5) == 4001
+
+
+async def test_connection_cap_per_user(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("cap")
+    sockets = [await connect(http, system.gateway_url, user.token) for _ in range(10)]
+    assert await handshake_status(http, system.gateway_url, headers=user.auth) == 429
+    await sockets.pop().close()
+    sockets.append(await connect(http, system.gateway_url, user.token))
+    for socket in sockets:
+        await socket.close()
