@@ -97,6 +97,9 @@ class MessageView(BaseModel):
     client_sent_at: datetime | None = None
     #: sent | delivered | read, for messages the caller sent; None for others.
     status: str | None = None
+    #: Group messages the caller sent: members (but the sender) that got / read it.
+    delivered_count: int | None = None
+    read_count: int | None = None
 
     @classmethod
     def of(cls, accepted: MessageAcceptedPayload, status: str | None = None) -> MessageView:
