@@ -11,3 +11,16 @@ class MessageServiceSettings(ServiceSettings):
     model_config = service_config("MESSAGE_SERVICE_")
 
     http_port: int = Field(8093, ge=0, le=65535)
+    #: Commands per consumer batch: one claim insert, one ledger insert and one
+    #: counter write per shard per batch, whatever its size.
+    batch_max_records: int = Field(500, ge=1, le=10_000)
+    #: How long a batch waits for more commands after the first. 0 = take what is
+    #: fetched: a send's latency is the batch's, so lingering only pays under load,
+    #: when batches fill up by themselves.
+    batch_linger_ms: float = Field(0, ge=0, le=1000)
+    #: Newest messages kept per conversation in the Redis history cache.
+    recent_per_conversation: int = Field(200, ge=10, le=10_000)
+    #: An idle conversation's cache expires after this long (bounds Redis memory).
+    recent_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    #: Dedupe keys remembered in memory (retries answered without MongoDB).
+    dedupe_memory: int = Field(20_000, ge=0)

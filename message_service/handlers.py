@@ -1,0 +1,121 @@
+"""message_service handlers: a batch of SendMessage commands in, MessageAccepted out.
+
+`handle_send_batch` is the consumer loop's batch handler (bound to its
+dependencies in app.py). Per batch: validate every command against the users and
+groups projections in one Redis round trip; accept the valid ones
+(message_service.sequencing: dedupe, seq, ledger, counters); add them to the
+recent-messages cache; then emit MessageAccepted (key receiver_id) and reply.
+The loop publishes the events (acknowledged) before the replies, and commits
+after both, so a 201 means the event is durable in Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from libs.bus.consumer import Delivery
+from libs.bus.outbox import Outbox
+from libs.contracts.keys import RedisKeys
+from libs.contracts.messages import MessageAccepted, MessageView, SendMessage, SendMessagePayload
+from libs.contracts.topics import MESSAGES_EVENTS
+from libs.errors import DomainError, Forbidden, NotFound, Unavailable
+from libs.logging import get_logger
+from message_service.repository import RecentCache
+from message_service.sequencing import Sequencer
+
+log = get_logger(__name__)
+
+USERS_PROJECTION = "users"
+GROUPS_PROJECTION = "groups"
+
+
+@dataclass(frozen=True, slots=True)
+class Validator:
+    """Checks SendMessage commands against the users and groups projections in Redis."""
+
+    redis: Redis
+    keys: RedisKeys
+
+    async def check(self, commands: Sequence[SendMessagePayload]) -> list[DomainError | None]:
+        """One pipelined round trip for the whole batch; None means valid."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.projection_ready(USERS_PROJECTION))
+            pipe.exists(self.keys.projection_ready(GROUPS_PROJECTION))
+            for command in commands:
+                if command.receiver_kind == "user":
+                    pipe.hget(self.keys.user_profile(command.receiver_id), "deleted")
+                    pipe.sismember(self.keys.blocks(command.receiver_id), command.sender_id)
+                else:
+                    pipe.exists(self.keys.group(command.receiver_id))
+                    pipe.hexists(self.keys.group_members(command.receiver_id), command.sender_id)
+            users_ready, groups_ready, *answers = await pipe.execute()
+        verdicts: list[DomainError | None] = []
+        for index, command in enumerate(commands):
+            first, second = answers[2 * index], answers[2 * index + 1]
+            verdicts.append(_verdict(command, bool(users_ready), bool(groups_ready), first, second))
+        return verdicts
+
+
+def _verdict(
+    command: SendMessagePayload,
+    users_ready: bool,
+    groups_ready: bool,
+    first: object,
+    second: object,
+) -> DomainError | None:
+    if command.receiver_kind == "user":
+        if not users_ready or not groups_ready:
+            return Unavailable("user and block data is being rebuilt; retry shortly")
+        if first != "0":
+            return NotFound("no such user", code="receiver_not_found")
+        if second:
+            return Forbidden("the receiver does not accept your messages", code="blocked")
+        return None
+    if not groups_ready:
+        return Unavailable("group data is being rebuilt; retry shortly")
+    if not first:
+        return NotFound("no such group", code="receiver_not_found")
+    if not second:
+        return Forbidden("you are not a member of this group", code="not_a_member")
+    return None
+
+
+async def handle_send_batch(
+    deliveries: Sequence[Delivery],
+    outbox: Outbox,
+    *,
+    validator: Validator,
+    sequencer: Sequencer,
+    cache: RecentCache,
+) -> None:
+    """Accept a batch of SendMessage commands (see the module docstring)."""
+    requests = [d.message for d in deliveries if isinstance(d.message, SendMessage)]
+    if not requests:
+        return
+    verdicts = await validator.check([r.payload for r in requests])
+    valid = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
+    acceptances = await sequencer.accept([r.payload for r in valid])
+    accepted = dict(zip((r.id for r in valid), acceptances, strict=True))
+    unique = {a.message.message_id: a.message for a in acceptances}
+    fresh = {a.message.message_id for a in acceptances if a.fresh}
+    await cache.add(list(unique.values()), fresh)
+
+    emitted: set[str] = set()
+    for request, verdict in zip(requests, verdicts, strict=True):
+        if verdict is not None:
+            outbox.reply_error(request, verdict)
+            continue
+        message = accepted[request.id].message
+        if message.message_id not in emitted:
+            # Re-emitted for replays too: the first emission may not have been published.
+            emitted.add(message.message_id)
+            outbox.emit(
+                MESSAGES_EVENTS,
+                message.receiver_id,
+                MessageAccepted.of(message, correlation_id=request.correlation_id),
+            )
+        outbox.reply(request, MessageView.of(message, status="sent"))
+    log.debug("batch accepted", commands=len(requests), fresh=len(fresh))

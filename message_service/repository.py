@@ -1,0 +1,321 @@
+"""message_service storage: the acceptance ledger, sequence counters, and the caches.
+
+The only code touching message_service's collections and keys. Everything lives
+on the receiver's shard (DESIGN.md §4):
+
+- `message_keys`: one claim per dedupe key (_id), `{message_id, receiver_id}`.
+  The dedupe key is `receiver|sender|client_msg_id` (or `receiver|id|message_id`
+  without one), so a retry or a redelivery is recognised by a unique-key insert,
+  never by a read on the hot path.
+- `accepted`: the ledger of seq assignments, `_id = "<receiver_id>:<seq>"`,
+  unique (receiver_id, seq) and message_id; it holds the whole accepted message,
+  so a retry answers the original.
+- `sequence_counters`: `_id = receiver_id`, `{seq, created_ms}` advanced with
+  $max once per receiver per batch; the ledger may run ahead of it by the batch
+  in hand at a crash, which `load_positions` finds by probing `_id`s forward.
+
+Redis: the recent-messages cache of a conversation (RedisKeys.recent_messages /
+recent_bodies), written here before the reply so history is read-your-writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+from redis.asyncio import Redis
+
+from libs.contracts.keys import RedisKeys
+from libs.contracts.messages import (
+    MessageAcceptedPayload,
+    MessageView,
+    conversation_id,
+    position,
+    to_millis,
+)
+from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
+
+CLAIMS = "message_keys"
+LEDGER = "accepted"
+COUNTERS = "sequence_counters"
+DUPLICATE_KEY = 11000
+
+COLLECTIONS = (
+    CollectionSpec(
+        CLAIMS,
+        indexes=(IndexSpec([("receiver_id", 1)], "receiver"),),
+        shard_key={"_id": "hashed"},
+    ),
+    CollectionSpec(
+        LEDGER,
+        indexes=(
+            IndexSpec([("receiver_id", 1), ("seq", 1)], "receiver_seq", unique=True),
+            IndexSpec([("message_id", 1)], "message_id", unique=True),
+        ),
+        shard_key={"receiver_id": "hashed"},
+    ),
+    CollectionSpec(COUNTERS, shard_key={"_id": "hashed"}),
+)
+
+
+def dedupe_key(receiver_id: str, sender_id: str, client_msg_id: str | None, message_id: str) -> str:
+    """What makes two commands the same message for one receiver."""
+    if client_msg_id:
+        return f"{receiver_id}|{sender_id}|{client_msg_id}"
+    return f"{receiver_id}|id|{message_id}"
+
+
+@dataclass(slots=True)
+class ReceiverPosition:
+    """The last seq and created_at (ms) assigned to one receiver."""
+
+    seq: int
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    key: str
+    receiver_id: str
+    message_id: str
+
+
+def duplicate_indexes(error: BulkWriteError) -> set[int]:
+    """Indexes (in the insert) of the documents refused as duplicates; raise otherwise."""
+    details = error.details or {}
+    others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+    if others or details.get("writeConcernErrors"):
+        raise error
+    return {int(e["index"]) for e in details.get("writeErrors", [])}
+
+
+def _ledger_id(receiver_id: str, seq: int) -> str:
+    return f"{receiver_id}:{seq}"
+
+
+def ledger_document(message: MessageAcceptedPayload) -> dict[str, Any]:
+    return {
+        "_id": _ledger_id(message.receiver_id, message.seq),
+        "receiver_id": message.receiver_id,
+        "seq": message.seq,
+        "message_id": message.message_id,
+        "receiver_kind": message.receiver_kind,
+        "sender_id": message.sender_id,
+        "content": message.content,
+        "client_msg_id": message.client_msg_id,
+        "client_sent_at": message.client_sent_at,
+        "created_at": message.created_at,
+    }
+
+
+def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
+    return MessageAcceptedPayload(
+        message_id=doc["message_id"],
+        receiver_kind=doc["receiver_kind"],
+        receiver_id=doc["receiver_id"],
+        seq=doc["seq"],
+        sender_id=doc["sender_id"],
+        content=doc["content"],
+        client_msg_id=doc.get("client_msg_id"),
+        client_sent_at=doc.get("client_sent_at"),
+        created_at=doc["created_at"],
+    )
+
+
+class Ledger:
+    """Claims, ledger entries and counters on the receivers' shards."""
+
+    def __init__(self, shards: MongoShards) -> None:
+        self.shards = shards
+
+    def _by_shard(self, items: Iterable[Any], receiver_of: Any) -> dict[int, list[Any]]:
+        grouped: dict[int, list[Any]] = {}
+        for item in items:
+            grouped.setdefault(self.shards.shard_index(receiver_of(item)), []).append(item)
+        return grouped
+
+    async def claim(self, claims: Sequence[Claim]) -> set[str]:
+        """Insert the claims; return the keys that were already claimed (one write per shard)."""
+        taken: set[str] = set()
+        for shard, group in self._by_shard(claims, lambda c: c.receiver_id).items():
+            docs = [
+                {"_id": c.key, "message_id": c.message_id, "receiver_id": c.receiver_id}
+                for c in group
+            ]
+            try:
+                await self.shards.databases[shard][CLAIMS].insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                taken |= {group[i].key for i in duplicate_indexes(exc)}
+        return taken
+
+    async def claim_owner(self, claim: Claim) -> str | None:
+        """The message_id holding a claim (rare path: retries and redeliveries)."""
+        doc = await self.shards.collection_for(claim.receiver_id, CLAIMS).find_one(
+            {"_id": claim.key}
+        )
+        return None if doc is None else str(doc["message_id"])
+
+    async def take_over_claim(self, claim: Claim) -> None:
+        """Hand a claim whose message was never sequenced to `claim.message_id`."""
+        await self.shards.collection_for(claim.receiver_id, CLAIMS).update_one(
+            {"_id": claim.key}, {"$set": {"message_id": claim.message_id}}
+        )
+
+    async def accepted_by_message_id(
+        self, receiver_id: str, message_id: str
+    ) -> MessageAcceptedPayload | None:
+        doc = await self.shards.collection_for(receiver_id, LEDGER).find_one(
+            {"receiver_id": receiver_id, "message_id": message_id}
+        )
+        return None if doc is None else accepted_from_ledger(doc)
+
+    async def load_positions(self, receiver_ids: Sequence[str]) -> dict[str, ReceiverPosition]:
+        """The true last seq of each receiver: its counter, then the ledger beyond it."""
+        positions = {r: ReceiverPosition(0, 0) for r in receiver_ids}
+        for shard, group in self._by_shard(receiver_ids, lambda r: r).items():
+            database = self.shards.databases[shard]
+            async for doc in database[COUNTERS].find({"_id": {"$in": group}}):
+                positions[doc["_id"]] = ReceiverPosition(
+                    int(doc.get("seq", 0)), int(doc.get("created_ms", 0))
+                )
+            # The ledger runs ahead of the counter only after a crash between the
+            # two writes: probe the next seq of every receiver in one query.
+            probe = [_ledger_id(r, positions[r].seq + 1) for r in group]
+            ahead = [doc async for doc in database[LEDGER].find({"_id": {"$in": probe}})]
+            for doc in ahead:
+                positions[doc["receiver_id"]] = await self._last_in_ledger(database, doc)
+        return positions
+
+    async def _last_in_ledger(self, database: Any, found: dict[str, Any]) -> ReceiverPosition:
+        """Gallop then bisect over the ledger's contiguous seqs, starting at `found`."""
+        receiver_id = found["receiver_id"]
+        last = found
+        step = 1
+        missing: int | None = None
+        while missing is None:
+            doc = await database[LEDGER].find_one(
+                {"_id": _ledger_id(receiver_id, last["seq"] + step)}
+            )
+            if doc is None:
+                missing = last["seq"] + step
+            else:
+                last = doc
+                step *= 2
+        low, high = last["seq"], missing  # low exists, high does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            doc = await database[LEDGER].find_one({"_id": _ledger_id(receiver_id, middle)})
+            if doc is None:
+                high = middle
+            else:
+                low, last = middle, doc
+        return ReceiverPosition(int(last["seq"]), to_millis(last["created_at"]))
+
+    async def record(self, accepted: Sequence[MessageAcceptedPayload]) -> None:
+        """Write the ledger entries (one unordered insert per shard); a duplicate raises."""
+        for shard, group in self._by_shard(accepted, lambda m: m.receiver_id).items():
+            docs = [ledger_document(m) for m in group]
+            await self.shards.databases[shard][LEDGER].insert_many(docs, ordered=False)
+
+    async def advance_counters(self, positions: dict[str, ReceiverPosition]) -> None:
+        """One $max per receiver, one bulk write per shard."""
+        for shard, group in self._by_shard(positions.items(), lambda item: item[0]).items():
+            ops = [
+                UpdateOne(
+                    {"_id": receiver_id},
+                    {"$max": {"seq": pos.seq, "created_ms": pos.created_ms}},
+                    upsert=True,
+                )
+                for receiver_id, pos in group
+            ]
+            await self.shards.databases[shard][COUNTERS].bulk_write(ops, ordered=False)
+
+
+# KEYS: zset, bodies hash. ARGV: cap, ttl_s, n_markers, then marker pairs
+# (receiver_id, position) to set if absent, then (position, body) pairs.
+_CACHE_WRITE = """
+local cap = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local markers = tonumber(ARGV[3])
+local i = 4
+for _ = 1, markers do
+  redis.call('HSETNX', KEYS[2], 'from:' .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('ZADD', KEYS[1], 0, ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local size = redis.call('ZCARD', KEYS[1])
+if size > cap then
+  local old = redis.call('ZRANGE', KEYS[1], 0, size - cap - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - cap - 1)
+  redis.call('HDEL', KEYS[2], unpack(old))
+  local lowest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  local fields = redis.call('HKEYS', KEYS[2])
+  for _, field in ipairs(fields) do
+    if string.sub(field, 1, 5) == 'from:' then
+      if redis.call('HGET', KEYS[2], field) < lowest then
+        redis.call('HSET', KEYS[2], field, lowest)
+      end
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return size
+"""
+
+
+def cache_body(message: MessageAcceptedPayload) -> str:
+    view = MessageView.of(message)
+    return view.model_dump_json(exclude={"status"})
+
+
+class RecentCache:
+    """The newest messages per conversation in Redis (bounded; markers say what it covers)."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, cap: int, ttl_s: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cap = cap
+        self.ttl_s = ttl_s
+        self._script = redis.register_script(_CACHE_WRITE)
+
+    async def add(self, messages: Sequence[MessageAcceptedPayload], fresh: set[str]) -> None:
+        """Add messages; those whose id is in `fresh` (newly sequenced) may start coverage.
+
+        A fresh message is later than every earlier message of its receiver, so when
+        a receiver's marker is absent the cache covers it from the first fresh one.
+        """
+        by_conversation: dict[str, list[MessageAcceptedPayload]] = {}
+        for message in messages:
+            conversation = conversation_id(
+                message.receiver_kind, message.receiver_id, message.sender_id
+            )
+            by_conversation.setdefault(conversation, []).append(message)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conversation, group in by_conversation.items():
+                first_fresh: dict[str, str] = {}
+                entries: list[str] = []
+                for message in group:
+                    pos = position(message.created_at, message.message_id)
+                    if message.message_id in fresh:
+                        current = first_fresh.get(message.receiver_id)
+                        if current is None or pos < current:
+                            first_fresh[message.receiver_id] = pos
+                    entries += [pos, cache_body(message)]
+                marker_args = [x for pair in first_fresh.items() for x in pair]
+                await self._script(
+                    keys=[
+                        self.keys.recent_messages(conversation),
+                        self.keys.recent_bodies(conversation),
+                    ],
+                    args=[self.cap, self.ttl_s, len(first_fresh), *marker_args, *entries],
+                    client=pipe,
+                )
+            await pipe.execute()
