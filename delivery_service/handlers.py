@@ -26,7 +26,7 @@ from delivery_service.repository import DeliveryRepository, WatermarkMove
 from libs.bus.consumer import Delivery
 from libs.bus.outbox import Outbox
 from libs.contracts.keys import RedisKeys
-from libs.contracts.messages import MessageAccepted, MessageAcceptedPayload
+from libs.contracts.messages import MessageAccepted, MessageAcceptedPayload, MessageView
 from libs.contracts.receipts import (
     AdvanceWatermark,
     ReceiptChanged,
@@ -41,7 +41,8 @@ log = get_logger(__name__)
 
 
 def message_frame(message: MessageAcceptedPayload) -> dict[str, Any]:
-    return {"type": "message", "message": message.model_dump(mode="json")}
+    """The frame every socket of a recipient gets: the message as history shows it."""
+    return {"type": "message", "message": MessageView.of(message).model_dump(mode="json")}
 
 
 async def handle_batch(
