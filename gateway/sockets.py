@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +38,8 @@ log = get_logger(__name__)
 
 CLOSE_SESSION_REVOKED = 4001
 CLOSE_SLOW_CONSUMER = 4008
+#: Message ids remembered per socket to drop duplicates.
+RECENT_IDS_KEPT = 4096
 
 OPEN_SOCKETS = Gauge("messenger_ws_open_sockets", "WebSockets open on this gateway")
 FRAMES_PUSHED = Counter("messenger_ws_frames_pushed_total", "Frames queued to sockets")
@@ -79,6 +81,45 @@ class Connection:
     id: str = field(default_factory=new_id)
     writer: asyncio.Task[None] | None = None
     closing: bool = False
+    #: Ids of the latest message frames written to this socket (bounded): a message
+    #: seen again is a duplicate (a replayed push, or the seam of a resume).
+    recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: receiver_id -> highest seq written to this socket (what `resumed` reports).
+    seen: dict[str, int] = field(default_factory=dict)
+    #: While a resume replays missed messages, live message frames wait here.
+    held: list[tuple[dict[str, Any], str]] | None = None
+
+    def push(self, frame: dict[str, Any], text: str) -> bool:
+        """Queue a pushed frame, dropping duplicate messages; False when too slow."""
+        if frame.get("type") == "message":
+            if self.held is not None:
+                self.held.append((frame, text))
+                return True
+            if not self._first_sight(frame["message"]):
+                return True
+        return self.offer(text)
+
+    def _first_sight(self, message: dict[str, Any]) -> bool:
+        message_id = message["id"]
+        if message_id in self.recent_ids:
+            return False
+        self.recent_ids[message_id] = None
+        if len(self.recent_ids) > RECENT_IDS_KEPT:
+            self.recent_ids.popitem(last=False)
+        receiver_id = message["receiver"]["id"]
+        self.seen[receiver_id] = max(self.seen.get(receiver_id, 0), int(message["seq"]))
+        return True
+
+    def replay(self, message: dict[str, Any]) -> bool:
+        """Queue a missed message during a resume (deduped like live ones)."""
+        if not self._first_sight(message):
+            return True
+        return self.send_frame({"type": "message", "message": message})
+
+    def release(self) -> bool:
+        """End a resume: queue the live frames held meanwhile that were not replayed."""
+        held, self.held = self.held or [], None
+        return all(self.push(frame, text) for frame, text in held)
 
     def offer(self, text: str) -> bool:
         """Queue a frame; False when the queue is full (the client is too slow)."""
@@ -154,7 +195,7 @@ class SocketHub:
             for conn in list(self.by_user.get(user_id, {}).values()):
                 if text is None:
                     text = orjson.dumps(frame).decode()
-                if conn.offer(text):
+                if conn.push(frame, text):
                     sent += 1
                 else:
                     SLOW_CLOSED.inc()

@@ -16,7 +16,11 @@ Client frames (JSON, `type` discriminates; `ref` is echoed in the answer):
   {"type": "ack", "receiver": "<own user id | group id>", "seq": 12}
   {"type": "read", "conversation": "user:<peer id> | group:<group id>", "seq": 12}
   {"type": "typing", "conversation": "user:<peer id> | group:<group id>"}
-Server frames: message, sent, receipt, typing, presence, error
+  {"type": "resume", "seqs": {"<receiver id>": <last seq seen>, ...}}
+      -> the missed message frames, then {"type": "resumed", "seqs", "complete"};
+      live pushes held meanwhile follow; a socket never gets the same message id twice
+      (within its last 4,096 messages), so the seam has no gap and no duplicate
+Server frames: hello, message, sent, receipt, typing, presence, resumed, error
 ({"type": "error", "ref", "error": {code, message, details, status}}).
 """
 
@@ -47,7 +51,7 @@ from gateway.sockets import Connection
 from libs.contracts.receipts import AdvanceWatermark, AdvanceWatermarkPayload, WatermarkView
 from libs.contracts.topics import RECEIPTS_COMMANDS
 from libs.errors import DomainError, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
-from libs.group_projection import group_members
+from libs.group_projection import group_members, user_groups
 from libs.logging import get_logger
 from libs.receipt_projection import watermarks_of
 
@@ -56,6 +60,8 @@ routes = Routes(tag="realtime")
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 CONVERSATION_PATTERN = r"^(user|group):[A-Za-z0-9_-]{1,64}$"
+RESUME_PAGE = 500
+RESUME_MAX_MESSAGES = 5000
 
 
 # -- frames ---------------------------------------------------------------------------
@@ -88,7 +94,18 @@ class TypingFrame(_Frame):
     conversation: str = Field(pattern=CONVERSATION_PATTERN)
 
 
-ClientFrame = Annotated[SendFrame | AckFrame | ReadFrame | TypingFrame, Field(discriminator="type")]
+class ResumeFrame(_Frame):
+    """Replay what was missed: every message after these seqs (receiver_id -> last seq
+    seen; receivers left out start at 0), then live pushes, with no gap or duplicate
+    at the seam. Answered by {"type": "resumed", "ref", "seqs", "complete"}."""
+
+    type: Literal["resume"]
+    seqs: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, max_length=10_000)
+
+
+ClientFrame = Annotated[
+    SendFrame | AckFrame | ReadFrame | TypingFrame | ResumeFrame, Field(discriminator="type")
+]
 CLIENT_FRAME = TypeAdapter(ClientFrame)
 
 
@@ -239,6 +256,8 @@ async def _on_frame(app: web.Application, conn: Connection, principal: Principal
         elif isinstance(frame, ReadFrame):
             kind, target = frame.conversation.split(":", 1)
             await _read(app, principal.user_id, kind, target, frame.seq, wait_reply=False)
+        elif isinstance(frame, ResumeFrame):
+            await _resume(app, conn, principal, frame)
         elif isinstance(frame, TypingFrame):
             kind, target = frame.conversation.split(":", 1)
             if kind == "group":
@@ -253,6 +272,39 @@ async def _on_frame(app: web.Application, conn: Connection, principal: Principal
         conn.send_frame(
             _error_frame(ref, DomainError("a dependency is unavailable", code="unavailable"))
         )
+
+
+async def _resume(
+    app: web.Application, conn: Connection, principal: Principal, frame: ResumeFrame
+) -> None:
+    """Replay the missed messages (the sync read), holding live pushes until done."""
+    from gateway.history import read_sync
+
+    groups = await user_groups(app[REDIS], app[KEYS], principal.user_id)
+    receivers = [principal.user_id, *sorted(groups)]
+    seqs = {r: frame.seqs.get(r, 0) for r in receivers}
+    conn.held = []
+    replayed = 0
+    more = True
+    try:
+        while more and replayed < RESUME_MAX_MESSAGES:
+            page, seqs, more = await read_sync(app, receivers, seqs, RESUME_PAGE)
+            for message in page:
+                conn.replay(message.model_dump(mode="json"))
+            replayed += len(page)
+            if not page:
+                break
+    finally:
+        conn.release()
+    conn.send_frame(
+        {
+            "type": "resumed",
+            "ref": frame.ref,
+            "seqs": {r: max(seqs.get(r, 0), conn.seen.get(r, 0)) for r in receivers},
+            # False past RESUME_MAX_MESSAGES: the client pages the rest with GET /v1/sync.
+            "complete": not more,
+        }
+    )
 
 
 def _ref_of(raw: str) -> str | None:
