@@ -17,6 +17,7 @@ redelivered command writes the same values.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from group_service.repository import GroupRepository, GroupState, Member
@@ -118,6 +119,13 @@ def check_removal(group: GroupState, actor_id: str, user_id: str) -> RemovalReas
     raise Forbidden("only the owner removes admins; admins remove members", code="not_allowed")
 
 
+def stored_time(command: Envelope) -> datetime:
+    """The command's time at MongoDB's precision (milliseconds), so that what is
+    answered now and what a rebuild reads back are the same instant."""
+    at = command.occurred_at
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 def member_view(user_id: str, member: Member) -> MemberView:
     return MemberView(user_id=user_id, role=member.role, joined_at=member.joined_at)
 
@@ -174,7 +182,7 @@ class GroupHandlers:
             raise NotFound(
                 "some users do not exist", code="user_not_found", details={"user_ids": unknown[:50]}
             )
-        at = command.occurred_at
+        at = stored_time(command)
         group = GroupState(p.group_id, name, p.owner_id, at, {p.owner_id: Member("owner", at)})
         group.members.update({user_id: Member("member", at) for user_id in member_ids})
         await self.repo.create_group(group)
@@ -234,7 +242,7 @@ class GroupHandlers:
                 code="group_full",
                 details={"max_group_size": self.max_group_size},
             )
-        member = Member("member", command.occurred_at)
+        member = Member("member", stored_time(command))
         await self.repo.add_member(group.id, p.user_id, member)
         outbox.emit(
             GROUPS_EVENTS,
@@ -347,7 +355,7 @@ class GroupHandlers:
             raise Invalid("you cannot block yourself", code="cannot_block_self")
         if await self.repo.unknown_users([p.blocked_id]):
             raise NotFound("no such user", code="user_not_found")
-        await self.repo.block(p.blocker_id, p.blocked_id, command.occurred_at)
+        await self.repo.block(p.blocker_id, p.blocked_id, stored_time(command))
         outbox.emit(
             GROUPS_EVENTS,
             p.blocker_id,

@@ -40,6 +40,7 @@ from libs.contracts.keys import RedisKeys
 from libs.errors import Unavailable
 from libs.group_projection import PROJECTION
 from libs.logging import get_logger
+from libs.projections import USERS_PROJECTION
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
 
 log = get_logger(__name__)
@@ -50,9 +51,6 @@ USER_GROUPS = "user_groups"
 BLOCKS = "blocks"
 DUPLICATE_KEY = 11000
 _PIPELINE_CHUNK = 2000
-#: Whether user_service maintains a `projection_ready("users")` sentinel that must be
-#: present before an absent profile may be read as "no such user".
-REQUIRE_USERS_SENTINEL = False
 
 COLLECTIONS = (
     CollectionSpec(GROUPS, shard_key={"_id": "hashed"}),
@@ -150,33 +148,23 @@ class GroupRepository:
     # -- users (user_service's projection; read only) ------------------------------
 
     async def unknown_users(self, user_ids: Sequence[str]) -> list[str]:
-        """Those of `user_ids` that are not live accounts (user_service's `user:<id>`).
+        """Those of `user_ids` that are not live accounts, in one round trip.
 
-        One pipelined round trip. A profile that is absent while user_service's own
-        projection is incomplete is not taken as "unknown": that answers 503.
+        Same reading as libs.projections.user_exists (user_service's `user:<id>`
+        hash, deleted "0"), batched; 503 while that projection is being rebuilt.
         """
         if not user_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.projection_ready("users"))
+            pipe.exists(self.keys.projection_ready(USERS_PROJECTION))
             for user_id in user_ids:
                 pipe.hget(self.keys.user_profile(user_id), "deleted")
-                pipe.exists(self.keys.user_profile(user_id))
-            users_ready, *flags = await pipe.execute()
-        unknown: list[str] = []
-        absent = False
-        for index, user_id in enumerate(user_ids):
-            deleted, exists = flags[2 * index], flags[2 * index + 1]
-            if not exists:
-                absent = True
-                unknown.append(user_id)
-            elif deleted == "1":
-                unknown.append(user_id)
-        if absent and not users_ready and REQUIRE_USERS_SENTINEL:
+            users_ready, *deleted = await pipe.execute()
+        if not users_ready:
             raise Unavailable(
-                "account data is being rebuilt; retry shortly", code="users_unavailable"
+                "account data is being rebuilt; retry shortly", code="projection_rebuilding"
             )
-        return unknown
+        return [user_id for user_id, flag in zip(user_ids, deleted, strict=True) if flag != "0"]
 
     # -- projection --------------------------------------------------------------
 
