@@ -56,6 +56,12 @@ def _bad_credentials() -> Unauthorized:
     return Unauthorized("wrong username or password", code="invalid_credentials")
 
 
+def _millis(moment: datetime) -> datetime:
+    """`moment` in UTC at MongoDB's precision, so a stored and a fresh value compare equal."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def _profile(user: UserRecord) -> UserProfile:
     return UserProfile(**user.profile())
 
@@ -74,7 +80,7 @@ async def handle_register_user(
         username=username,
         display_name=p.display_name or username,
         # The gateway's clock at the request: a redelivery computes the same value.
-        created_at=command.occurred_at.astimezone(UTC),
+        created_at=_millis(command.occurred_at),
         password_hash=password_hash,
     )
     user = await repo.insert_user(candidate)
@@ -182,7 +188,7 @@ async def handle_delete_user(
 ) -> dict[str, str]:
     user_id = command.payload.user_id
     repo = accounts.repository
-    user = await repo.mark_deleted(user_id, command.occurred_at.astimezone(UTC))
+    user = await repo.mark_deleted(user_id, _millis(command.occurred_at))
     if user is None:
         raise NotFound("the account does not exist", code="user_not_found")
     # Order matters: the tombstone in Redis first (logins in flight check it), then the
@@ -195,7 +201,7 @@ async def handle_delete_user(
         USERS_EVENTS,
         user_id,
         UserDeleted.of(
-            UserDeletedPayload(user_id=user_id, deleted_at=command.occurred_at.astimezone(UTC)),
+            UserDeletedPayload(user_id=user_id, deleted_at=_millis(command.occurred_at)),
             correlation_id=command.correlation_id,
         ),
     )

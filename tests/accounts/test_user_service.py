@@ -1,0 +1,102 @@
+"""user_service behind the gateway: idempotent commands and the users projection it keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from libs.bus.producer import Producer
+from libs.bus.request_reply import RequestClient
+from libs.contracts.keys import RedisKeys
+from libs.contracts.topics import USERS_COMMANDS
+from libs.contracts.users import RegisterUser, RegisterUserPayload
+from libs.errors import Conflict
+from libs.ids import new_id
+from libs.projections import USERS_PROJECTION, user_exists
+from libs.settings import LOCAL_KAFKA
+from tests.support.client import Api, unique_username
+from tests.support.system import RunningSystem
+
+
+@pytest.fixture
+async def requests(system: RunningSystem) -> AsyncIterator[RequestClient]:
+    """A request-reply client of its own, as a gateway has (own reply topic)."""
+    producer = Producer(LOCAL_KAFKA, system.namespace)
+    await producer.start()
+    client = RequestClient(
+        producer,
+        bootstrap=LOCAL_KAFKA,
+        namespace=system.namespace,
+        instance_id="test-" + secrets.token_hex(4),
+        default_timeout_s=20,
+    )
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+        await producer.stop()
+
+
+async def test_a_redelivered_registration_gets_the_same_answer(
+    requests: RequestClient, api: Api
+) -> None:
+    user_id = new_id()
+    username = unique_username("idem")
+    command = RegisterUser.of(
+        RegisterUserPayload(user_id=user_id, username=username, password="pw-" + "x" * 10)
+    )
+    first = await requests.request(USERS_COMMANDS, user_id, command)
+    again = await requests.request(USERS_COMMANDS, user_id, command)
+    assert first == again
+    assert first["id"] == user_id
+
+    intruder = RegisterUser.of(
+        RegisterUserPayload(user_id=new_id(), username=username, password="pw-" + "y" * 10)
+    )
+    with pytest.raises(Conflict):
+        await requests.request(USERS_COMMANDS, intruder.payload.user_id, intruder)
+    assert (await api.login(username, "pw-" + "x" * 10)).body["user_id"] == user_id
+
+
+async def test_projection_is_rebuilt_from_mongodb_when_its_sentinel_is_gone(
+    api: Api, redis: Redis, keys: RedisKeys
+) -> None:
+    alive = await api.new_user("keep")
+    doomed = await api.new_user("gone")
+    assert (await api.call("DELETE", "/v1/users/me", token=doomed.token)).status == 204
+
+    # What a FLUSHALL does to this projection (only this namespace's keys here).
+    await redis.delete(
+        keys.projection_ready(USERS_PROJECTION),
+        keys.user_profile(alive.id),
+        keys.username(alive.username),
+        keys.user_profile(doomed.id),
+    )
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while True:
+        reply = await api.call("GET", f"/v1/users/{alive.id}", token=alive.token)
+        seen.add(reply.status)
+        if reply.status == 200 or time.monotonic() > deadline:
+            break
+        assert reply.status == 503, reply  # never a wrong 404 while rebuilding
+        assert reply.error_code() == "projection_rebuilding"
+        await asyncio.sleep(0.1)
+    assert reply.status == 200, seen
+    assert reply.body["username"] == alive.username
+    assert await redis.get(keys.username(alive.username)) == alive.id
+    assert await user_exists(redis, keys, alive.id)
+    # The deleted account comes back as a tombstone, not as a live user.
+    assert await redis.hget(keys.user_profile(doomed.id), "deleted") == "1"
+    assert not await user_exists(redis, keys, doomed.id)
+    lookup = await api.call(
+        "GET", "/v1/users", params={"username": doomed.username}, token=alive.token
+    )
+    assert lookup.status == 404
+    assert (await api.login(alive.username, alive.password)).status == 201
