@@ -220,7 +220,8 @@ class GroupHandlers:
                     correlation_id=command.correlation_id,
                 ),
             )
-        return group.view()
+        # Without members: a big group's list would not fit one Kafka record.
+        return group.view().model_copy(update={"members": ()})
 
     async def handle_delete_group(self, command: DeleteGroup, outbox: Outbox) -> None:
         p = command.payload

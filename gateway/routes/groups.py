@@ -201,7 +201,11 @@ async def list_groups(
     errors=(404,),
 )
 async def get_group(request: web.Request, principal: Principal) -> GroupView:
-    group_id = _path_id(request, "group_id", "group")
+    return await read_group_view(request, principal.user_id, _path_id(request, "group_id", "group"))
+
+
+async def read_group_view(request: web.Request, viewer_id: str, group_id: str) -> GroupView:
+    """A group as `viewer_id` (a member) sees it, from group_service's projection."""
     redis, keys = request.app[REDIS], request.app[KEYS]
     async with redis.pipeline(transaction=False) as pipe:
         pipe.exists(keys.projection_ready(PROJECTION))
@@ -211,7 +215,7 @@ async def get_group(request: web.Request, principal: Principal) -> GroupView:
         ready, group, roles, joined = await pipe.execute()
     if not ready:
         raise projection_unavailable()
-    if not group or principal.user_id not in roles:
+    if not group or viewer_id not in roles:
         raise NotFound("no such group", code="group_not_found")
     created_at = datetime.fromisoformat(group["created_at"])
     members = sorted(
@@ -250,7 +254,10 @@ async def rename_group(
     command = RenameGroup.of(
         RenameGroupPayload(group_id=group_id, actor_id=principal.user_id, name=body.name)
     )
-    return GroupView.model_validate(await _ask(request, group_id, command))
+    # The reply carries no member list (a big group's would not fit a Kafka record);
+    # the projection already holds the change, so the view is read from there.
+    await _ask(request, group_id, command)
+    return await read_group_view(request, principal.user_id, group_id)
 
 
 @routes.delete(
