@@ -115,6 +115,14 @@ async def handle_login(command: Login, outbox: Outbox, accounts: Accounts) -> Se
     password_hash = await repo.password_hash(user_id) if user_id else None
     if not await accounts.passwords.verify(password_hash, p.password) or user_id is None:
         raise _bad_credentials()
+    if password_hash and accounts.passwords.needs_rehash(password_hash):
+        # The cost parameters were raised since this hash was made: upgrade it now,
+        # the only time the plain password is at hand.
+        upgraded = await repo.update_user(
+            user_id, display_name=None, password_hash=await accounts.passwords.hash(p.password)
+        )
+        if upgraded is not None:
+            await repo.cache_password_hash(user_id, upgraded.password_hash)
     session = await repo.open_session(
         user_id, idle_s=accounts.session_idle_s, absolute_s=accounts.session_absolute_s
     )

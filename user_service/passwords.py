@@ -31,6 +31,13 @@ class Passwords:
         """Whether `password` matches `password_hash` (None: burn the same time, False)."""
         return await asyncio.to_thread(self._verify, password_hash, password)
 
+    def needs_rehash(self, password_hash: str) -> bool:
+        """Whether a stored hash was made with other (older) parameters than ours."""
+        try:
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
+
     def _verify(self, password_hash: str | None, password: str) -> bool:
         try:
             return self._hasher.verify(password_hash or self._decoy, password) and bool(
