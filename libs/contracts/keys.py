@@ -76,6 +76,10 @@ class RedisKeys:
         """Set of user ids that `blocker_id` blocks."""
         return self.key("blocks", blocker_id)
 
+    def groups_rebuild_lock(self) -> str:
+        """Lock held by the one group_service instance rebuilding the groups projection."""
+        return self.key("lock", "rebuild", "groups")
+
     # -- message_service (owner) -------------------------------------------------------
     def recent_messages(self, conversation: str) -> str:
         """Sorted set (all scores 0, ordered by member): the positions
