@@ -1,7 +1,7 @@
 """Builds delivery_service from settings (no I/O until the app starts).
 
 One consumer loop (group `delivery_service`) reads messages.events.v1,
-receipts.commands.v1 and receipts.events.v1; see handlers.py. At start the
+receipts.commands.v1, receipts.events.v1 and groups.events.v1; see handlers.py. At start the
 watermarks collection is bootstrapped and the Redis watermark cache rebuilt from
 MongoDB when its sentinel is missing.
 """
@@ -20,10 +20,16 @@ from delivery_service.settings import DeliveryServiceSettings
 from libs.bus.consumer import ConsumerLoop
 from libs.bus.producer import Producer
 from libs.contracts.envelope import Codec
+from libs.contracts.groups import GROUP_EVENTS
 from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import MESSAGE_EVENTS
 from libs.contracts.receipts import RECEIPT_COMMANDS, RECEIPT_EVENTS
-from libs.contracts.topics import MESSAGES_EVENTS, RECEIPTS_COMMANDS, RECEIPTS_EVENTS
+from libs.contracts.topics import (
+    GROUPS_EVENTS,
+    MESSAGES_EVENTS,
+    RECEIPTS_COMMANDS,
+    RECEIPTS_EVENTS,
+)
 from libs.lifecycle import (
     consumer_context,
     create_base_app,
@@ -63,8 +69,8 @@ def create_app(settings: DeliveryServiceSettings) -> web.Application:
     def build(app: web.Application) -> ConsumerLoop:
         return ConsumerLoop(
             group=settings.consumer_group("delivery_service"),
-            topics=[MESSAGES_EVENTS, RECEIPTS_COMMANDS, RECEIPTS_EVENTS],
-            codec=Codec(*MESSAGE_EVENTS, *RECEIPT_COMMANDS, *RECEIPT_EVENTS),
+            topics=[MESSAGES_EVENTS, RECEIPTS_COMMANDS, RECEIPTS_EVENTS, GROUPS_EVENTS],
+            codec=Codec(*MESSAGE_EVENTS, *RECEIPT_COMMANDS, *RECEIPT_EVENTS, *GROUP_EVENTS),
             handler=partial(handle_batch, repository=app[REPOSITORY], redis=app[REDIS], keys=keys),
             producer=app[PRODUCER],
             bootstrap=settings.kafka_bootstrap_servers,

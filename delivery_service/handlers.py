@@ -11,6 +11,9 @@ handles each kind for the whole batch at once:
   answer the asker, and emit ReceiptChanged to each sender whose messages
   became delivered/read.
 - ReceiptChanged (receipts.events.v1): push a receipt frame to the sender.
+- group events (groups.events.v1): push a `group` frame to the group's members
+  (and to the member concerned, e.g. one just removed); block events go to the
+  blocker's own devices only (a blocked user is not told).
 Everything is idempotent: a redelivered batch pushes again (clients dedupe by
 id) and re-applies `max` updates, which change nothing.
 """
@@ -25,6 +28,8 @@ from redis.asyncio import Redis
 from delivery_service.repository import DeliveryRepository, WatermarkMove
 from libs.bus.consumer import Delivery
 from libs.bus.outbox import Outbox
+from libs.contracts.envelope import Envelope
+from libs.contracts.groups import GROUP_EVENTS, UserBlocked, UserUnblocked
 from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import MessageAccepted, MessageAcceptedPayload, MessageView
 from libs.contracts.receipts import (
@@ -59,12 +64,15 @@ async def handle_batch(
     accepted = [d.message.payload for d in deliveries if isinstance(d.message, MessageAccepted)]
     commands = [d.message for d in deliveries if isinstance(d.message, AdvanceWatermark)]
     receipts = [d.message.payload for d in deliveries if isinstance(d.message, ReceiptChanged)]
+    group_changes = [d.message for d in deliveries if isinstance(d.message, GROUP_EVENTS)]
     if accepted:
         await push_messages(accepted, repository=repository, redis=redis, keys=keys)
     if commands:
         await advance_watermarks(commands, outbox, repository=repository)
     if receipts:
         await push_receipts(receipts, redis=redis, keys=keys)
+    if group_changes:
+        await push_group_changes(group_changes, repository=repository, redis=redis, keys=keys)
 
 
 async def push_messages(
@@ -156,4 +164,32 @@ async def push_receipts(
     pushes = [
         ([r.sender_id], {"type": "receipt", "receipt": r.model_dump(mode="json")}) for r in receipts
     ]
+    await publish_frames(redis, keys, pushes)
+
+
+async def push_group_changes(
+    events: Sequence[Envelope],
+    *,
+    repository: DeliveryRepository,
+    redis: Redis,
+    keys: RedisKeys,
+) -> None:
+    group_ids = [
+        e.payload.group_id for e in events if not isinstance(e, UserBlocked | UserUnblocked)
+    ]
+    members = await repository.current_members(group_ids)
+    pushes: list[tuple[list[str], dict[str, Any]]] = []
+    for event in events:
+        payload = event.payload
+        if isinstance(event, UserBlocked | UserUnblocked):
+            audience = {payload.blocker_id}
+        else:
+            audience = set(members.get(payload.group_id, ()))
+            audience.update(getattr(payload, "member_ids", ()))
+            audience.update(m.user_id for m in getattr(payload, "members", ()))
+            for name in ("user_id", "owner_id"):
+                if isinstance(getattr(payload, name, None), str):
+                    audience.add(getattr(payload, name))
+        frame = {"type": "group", "event": event.type, "payload": payload.model_dump(mode="json")}
+        pushes.append((sorted(audience), frame))
     await publish_frames(redis, keys, pushes)

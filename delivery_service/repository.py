@@ -110,6 +110,17 @@ class DeliveryRepository:
             for m in messages
         }
 
+    async def current_members(self, group_ids: Sequence[str]) -> dict[str, list[str]]:
+        """group_id -> member ids, from the groups projection (one round trip)."""
+        groups = list(dict.fromkeys(group_ids))
+        if not groups:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group_id in groups:
+                pipe.hkeys(self.keys.group_members(group_id))
+            rows = await pipe.execute()
+        return dict(zip(groups, rows, strict=True))
+
     async def remember_messages(self, messages: Sequence[MessageAcceptedPayload]) -> None:
         """Who sent which seq (receipt fan-out), message refs, direct contacts."""
         async with self.redis.pipeline(transaction=False) as pipe:

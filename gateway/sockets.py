@@ -40,6 +40,7 @@ CLOSE_SESSION_REVOKED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 #: Message ids remembered per socket to drop duplicates.
 RECENT_IDS_KEPT = 4096
+TYPING_INTERVAL_S = 1.0
 
 OPEN_SOCKETS = Gauge("messenger_ws_open_sockets", "WebSockets open on this gateway")
 FRAMES_PUSHED = Counter("messenger_ws_frames_pushed_total", "Frames queued to sockets")
@@ -88,6 +89,17 @@ class Connection:
     seen: dict[str, int] = field(default_factory=dict)
     #: While a resume replays missed messages, live message frames wait here.
     held: list[tuple[dict[str, Any], str]] | None = None
+    #: conversation -> monotonic time of the last typing frame forwarded.
+    typing_at: dict[str, float] = field(default_factory=dict)
+
+    def typing_allowed(self, conversation: str, now: float) -> bool:
+        """At most one typing frame per conversation per TYPING_INTERVAL_S is forwarded."""
+        if now - self.typing_at.get(conversation, float("-inf")) < TYPING_INTERVAL_S:
+            return False
+        if len(self.typing_at) > 1000:
+            self.typing_at.clear()
+        self.typing_at[conversation] = now
+        return True
 
     def push(self, frame: dict[str, Any], text: str) -> bool:
         """Queue a pushed frame, dropping duplicate messages; False when too slow."""

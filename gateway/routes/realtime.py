@@ -27,6 +27,7 @@ Server frames: hello, message, sent, receipt, typing, presence, resumed, error
 from __future__ import annotations
 
 import secrets
+import time
 import typing
 from typing import Annotated, Any, Literal
 
@@ -264,7 +265,8 @@ async def _on_frame(app: web.Application, conn: Connection, principal: Principal
                 await _require_member(app, target, principal.user_id)
             elif target == principal.user_id:
                 raise Invalid("one does not type to oneself", code="invalid_conversation")
-            await push_typing(app, principal.user_id, kind, target)
+            if conn.typing_allowed(frame.conversation, time.monotonic()):
+                await push_typing(app, principal.user_id, kind, target)
     except DomainError as error:
         conn.send_frame(_error_frame(ref, error))
     except Exception as exc:  # a dependency is down: tell the client, keep the socket

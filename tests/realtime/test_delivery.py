@@ -341,3 +341,29 @@ async def test_sockets_survive_nothing_but_their_own(
         return reply.body["online"] is False
 
     await eventually(offline)
+
+
+async def test_group_changes_are_pushed_to_members(
+    system: RunningSystem, http: aiohttp.ClientSession
+) -> None:
+    api = Api(http, system.gateway_url)
+    ada, bob, dan = [await api.new_user(p) for p in ("ada", "bob", "dan")]
+    group_id = await make_group(api, ada, bob)
+    bob_b = await connect(http, second_gateway(system).url, bob.token)
+    dan_a = await connect(http, system.gateway_url, dan.token)
+    added = await api.call("PUT", f"/v1/groups/{group_id}/members/{dan.id}", token=ada.token)
+    assert added.status == 200, added
+    for socket in (bob_b, dan_a):
+        frame = await socket.wait_for(
+            lambda f: f.get("type") == "group" and f["event"] == "MemberAdded"
+        )
+        assert frame["payload"]["group_id"] == group_id
+        assert frame["payload"]["user_id"] == dan.id
+    removed = await api.call("DELETE", f"/v1/groups/{group_id}/members/{bob.id}", token=ada.token)
+    assert removed.status == 204, removed
+    gone = await bob_b.wait_for(
+        lambda f: f.get("type") == "group" and f["event"] == "MemberRemoved"
+    )
+    assert gone["payload"]["user_id"] == bob.id
+    await bob_b.close()
+    await dan_a.close()
