@@ -1,0 +1,113 @@
+"""message_service's sequencer against real FerretDB shards, with crashes injected
+between its writes (a crash = the in-memory state is lost and the batch comes again)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from libs.contracts.messages import SendMessagePayload
+from libs.ids import new_id
+from libs.settings import ServiceSettings
+from libs.storage.mongo import MongoShards, bootstrap_collections, open_shards
+from message_service.repository import COLLECTIONS, Ledger, ReceiverPosition
+from message_service.sequencing import Sequencer
+
+
+class Crash(Exception):
+    """Stands for the process dying at this point."""
+
+
+class CrashBeforeCounters(Ledger):
+    async def advance_counters(self, positions: dict[str, ReceiverPosition]) -> None:
+        raise Crash
+
+
+class CrashBeforeLedger(Ledger):
+    async def record(self, accepted: object) -> None:  # type: ignore[override]
+        raise Crash
+
+
+@pytest.fixture
+async def shards(infra: None) -> AsyncIterator[MongoShards]:
+    settings = ServiceSettings()
+    shards = open_shards(settings.mongo_shards, "seqtest_" + secrets.token_hex(4))
+    await bootstrap_collections(shards, COLLECTIONS)
+    try:
+        yield shards
+    finally:
+        for client, database in zip(shards.clients, shards.databases, strict=True):
+            await client.drop_database(database.name)
+        await shards.close()
+
+
+def command(
+    receiver: str, sender: str = "s1", client_msg_id: str | None = None
+) -> SendMessagePayload:
+    return SendMessagePayload(
+        message_id=new_id(),
+        sender_id=sender,
+        receiver_kind="user",
+        receiver_id=receiver,
+        content="x",
+        client_msg_id=client_msg_id,
+        created_at=datetime.now(UTC),
+    )
+
+
+async def test_a_crash_between_ledger_and_counters_reuses_seqs_and_leaves_no_gap(
+    shards: MongoShards,
+) -> None:
+    first = [command("r1"), command("r1"), command("r2")]
+    accepted = await Sequencer(Ledger(shards)).accept(first)
+    assert [a.message.seq for a in accepted] == [1, 2, 1]
+
+    batch = [command("r1"), command("r1", client_msg_id="c-1"), command("r2")]
+    with pytest.raises(Crash):
+        await Sequencer(CrashBeforeCounters(shards)).accept(batch)
+
+    # Restarted: the same batch is redelivered, followed by new commands.
+    restarted = Sequencer(Ledger(shards))
+    again = await restarted.accept([*batch, command("r1"), command("r2")])
+    assert [(a.message.seq, a.fresh) for a in again] == [
+        (3, False),
+        (4, False),
+        (1 + 1, False),
+        (5, True),
+        (3, True),
+    ]
+    # A retry with the same client_msg_id, after yet another restart, is the original.
+    retry = command("r1", client_msg_id="c-1")
+    (original,) = await Sequencer(Ledger(shards)).accept([retry])
+    assert original.message.message_id == batch[1].message_id
+    assert original.message.seq == 4
+    assert not original.fresh
+    (later,) = await Sequencer(Ledger(shards)).accept([command("r1")])
+    assert later.message.seq == 6
+    assert later.message.created_at > again[3].message.created_at
+
+
+async def test_a_crash_between_claim_and_ledger_sequences_the_message_once(
+    shards: MongoShards,
+) -> None:
+    batch = [command("r3", client_msg_id="a"), command("r3", client_msg_id="b")]
+    with pytest.raises(Crash):
+        await Sequencer(CrashBeforeLedger(shards)).accept(batch)
+    restarted = Sequencer(Ledger(shards))
+    accepted = await restarted.accept(batch)
+    assert [(a.message.seq, a.fresh) for a in accepted] == [(1, True), (2, True)]
+    # A retry of "a" with a new message id whose first copy was never sequenced elsewhere
+    # answers the sequenced one.
+    (retry,) = await Sequencer(Ledger(shards)).accept([command("r3", client_msg_id="a")])
+    assert retry.message.message_id == batch[0].message_id
+
+
+async def test_duplicates_inside_one_batch_get_one_seq(shards: MongoShards) -> None:
+    same = command("r4", client_msg_id="dup")
+    twin = same.model_copy(update={"message_id": new_id()})
+    accepted = await Sequencer(Ledger(shards)).accept([same, twin, command("r4")])
+    assert [a.message.seq for a in accepted] == [1, 1, 2]
+    assert accepted[1].message.message_id == same.message_id
