@@ -21,12 +21,13 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from bench import scenarios
+from bench import profile, scenarios
 from bench.environment import BenchSystem, NotAvailable, git_commit, seed_users
 from bench.history import history
 from bench.procstat import machine
 from bench.report import Row, table, write_json
 from tests.support.client import Api
+from tests.support.system import ROOT
 
 ALL = ("8", "1", "2", "3", "7", "4", "5", "6")
 #: Settings the bench gives the services (recorded in the results).
@@ -45,6 +46,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run: seconds per scenario")
     parser.add_argument("--only", default="", help="comma-separated scenario numbers (1-8)")
     parser.add_argument("--runs", type=int, default=0, help="runs per scenario (3; quick: 1)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the services with py-spy during scenario 3 (perturbs it)",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else list(ALL)
     unknown = sorted(set(chosen) - set(ALL))
@@ -88,6 +94,8 @@ async def run(args: argparse.Namespace) -> int:
                 deadline=started + BUDGET_S[mode],
                 log=log,
             )
+            if args.profile:
+                ctx.profile_dir = ROOT / ".local" / "bench-profiles" / bench.namespace
             wanted_users = plan.users if args.selected & {"4", "5"} else plan.pairs + 4
             if args.selected - {"8"}:
                 seed_started = time.monotonic()
@@ -145,6 +153,9 @@ async def run(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: int(r.scenario))
     print()
     print(table(rows))
+    if args.profile and ctx.profile_dir is not None and ctx.profile_dir.exists():
+        print(f"\nprofiles (py-spy, scenario 3, run 1) in {ctx.profile_dir}:")
+        print(profile.report(ctx.profile_dir))
     meta = {
         "mode": mode,
         "finished_at": datetime.now(UTC).isoformat(),
