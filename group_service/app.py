@@ -3,8 +3,10 @@
 Consumes groups.commands.v1 (its commands, keyed by group_id or blocker_id) and
 users.events.v1 (UserDeleted), emits groups.events.v1. Before any batch is
 handled, and every `projection_check_interval_s`, the Redis projection's
-sentinel is checked and the projection rebuilt from MongoDB if it is missing;
-batches and rebuilds exclude each other, so a rebuild never races a write.
+sentinel is checked and the projection rebuilt from MongoDB if it is missing.
+In this process batches and rebuilds exclude each other (a lock); across
+instances one rebuilds at a time (a Redis lock) and writers WATCH the sentinel,
+so a rebuild never overwrites a newer write (see GroupRepository._project).
 """
 
 from __future__ import annotations

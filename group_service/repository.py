@@ -24,9 +24,11 @@ redelivered command re-applies harmlessly.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +36,8 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import LockError, WatchError
 
 from libs.contracts.groups import GroupView, MemberView, Role
 from libs.contracts.keys import RedisKeys
@@ -51,6 +55,8 @@ USER_GROUPS = "user_groups"
 BLOCKS = "blocks"
 DUPLICATE_KEY = 11000
 _PIPELINE_CHUNK = 2000
+#: A rebuild taking longer than this loses its lock (another instance may start one).
+REBUILD_LOCK_S = 300
 
 COLLECTIONS = (
     CollectionSpec(GROUPS, shard_key={"_id": "hashed"}),
@@ -134,6 +140,10 @@ def _block_id(blocker_id: str, blocked_id: str) -> str:
     return f"{blocker_id}/{blocked_id}"
 
 
+class ProjectionLost(Exception):
+    """The projection was reset under a write; the batch is retried after the rebuild."""
+
+
 class GroupRepository:
     def __init__(self, mongo: MongoShards, redis: Redis, keys: RedisKeys) -> None:
         self.mongo = mongo
@@ -171,12 +181,34 @@ class GroupRepository:
     async def projection_ready(self) -> bool:
         return bool(await self.redis.exists(self.keys.projection_ready(PROJECTION)))
 
-    async def rebuild_projection(self) -> dict[str, int]:
+    async def rebuild_projection(self, wait_s: float = 120.0) -> dict[str, int] | None:
         """Rewrite every group/block key from MongoDB, then set the sentinel.
 
-        Readers answer 503 until the sentinel is back, so the keys are dropped
-        first (a group deleted since the projection was lost must not linger).
+        One instance at a time (a Redis lock); the others wait for its sentinel.
+        Returns the counts rebuilt, or None when another instance did the work.
         """
+        lock = self.redis.lock(
+            self.keys.groups_rebuild_lock(), timeout=REBUILD_LOCK_S, blocking=False
+        )
+        if not await lock.acquire():
+            deadline = time.monotonic() + wait_s
+            while not await self.projection_ready():
+                if time.monotonic() > deadline:
+                    raise ProjectionLost("another instance's projection rebuild did not finish")
+                await asyncio.sleep(0.2)
+            return None
+        try:
+            if await self.projection_ready():
+                return None  # rebuilt by another instance just before we got the lock
+            return await self._rebuild()
+        finally:
+            with contextlib.suppress(LockError):
+                await lock.release()
+
+    async def _rebuild(self) -> dict[str, int]:
+        # The sentinel goes first: writers WATCH it (see _project), and readers answer
+        # 503 until it is back. Keys are dropped so that a group deleted since the
+        # projection was lost does not linger.
         await self.redis.delete(self.keys.projection_ready(PROJECTION))
         await self._drop_projection_keys()
         groups: dict[str, dict[str, Any]] = {}
@@ -306,6 +338,26 @@ class GroupRepository:
                 blockers.append(doc["blocker_id"])
         return blockers
 
+    async def _project(self, fill: Callable[[Pipeline], object]) -> None:
+        """Apply `fill`'s commands atomically, and only to a complete projection.
+
+        WATCHes the sentinel: a rebuild deletes it before it reads MongoDB, so a
+        write that lands after that point fails here (the batch is redelivered and
+        re-applied to the rebuilt projection) instead of being overwritten by the
+        rebuild's older snapshot. Writes that land before it are in MongoDB already.
+        """
+        sentinel = self.keys.projection_ready(PROJECTION)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(sentinel)
+            if not await pipe.exists(sentinel):
+                raise ProjectionLost("the groups projection is missing; it is being rebuilt")
+            pipe.multi()
+            fill(pipe)
+            try:
+                await pipe.execute()
+            except WatchError:
+                raise ProjectionLost("the groups projection was reset during a write") from None
+
     # -- group writes ----------------------------------------------------------------
 
     async def create_group(self, group: GroupState) -> None:
@@ -320,7 +372,8 @@ class GroupRepository:
                     "created_at": group.created_at,
                 }
             )
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
             pipe.hset(
                 self.keys.group(group.id),
                 mapping={
@@ -331,20 +384,22 @@ class GroupRepository:
                 },
             )
             self._project_members(pipe, group.id, group.members)
-            await pipe.execute()
+
+        await self._project(fill)
 
     async def rename_group(self, group_id: str, name: str) -> None:
         await self.mongo.collection_for(group_id, GROUPS).update_one(
             {"_id": group_id}, {"$set": {"name": name}}
         )
-        await self.redis.hset(self.keys.group(group_id), "name", name)
+        await self._project(lambda pipe: pipe.hset(self.keys.group(group_id), "name", name))
 
     async def delete_group(self, group: GroupState) -> None:
         """The group document first (a rebuild ignores its orphaned memberships)."""
         await self.mongo.collection_for(group.id, GROUPS).delete_one({"_id": group.id})
         await self.mongo.collection_for(group.id, MEMBERSHIPS).delete_many({"group_id": group.id})
         await self._delete_user_groups(group.id, group.members)
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
             pipe.delete(
                 self.keys.group(group.id),
                 self.keys.group_members(group.id),
@@ -352,30 +407,33 @@ class GroupRepository:
             )
             for user_id in group.members:
                 pipe.srem(self.keys.user_groups(user_id), group.id)
-            await pipe.execute()
+
+        await self._project(fill)
 
     async def add_member(self, group_id: str, user_id: str, member: Member) -> None:
         await self._insert_members(group_id, {user_id: member})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self._project_members(pipe, group_id, {user_id: member})
-            await pipe.execute()
+        await self._project(lambda pipe: self._project_members(pipe, group_id, {user_id: member}))
 
     async def remove_member(self, group_id: str, user_id: str) -> None:
         await self.mongo.collection_for(group_id, MEMBERSHIPS).delete_one(
             {"_id": _membership_id(group_id, user_id)}
         )
         await self._delete_user_groups(group_id, [user_id])
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
             pipe.hdel(self.keys.group_members(group_id), user_id)
             pipe.hdel(self.keys.group_joined(group_id), user_id)
             pipe.srem(self.keys.user_groups(user_id), group_id)
-            await pipe.execute()
+
+        await self._project(fill)
 
     async def set_role(self, group_id: str, user_id: str, role: Role) -> None:
         await self.mongo.collection_for(group_id, MEMBERSHIPS).update_one(
             {"_id": _membership_id(group_id, user_id)}, {"$set": {"role": role}}
         )
-        await self.redis.hset(self.keys.group_members(group_id), user_id, role)
+        await self._project(
+            lambda pipe: pipe.hset(self.keys.group_members(group_id), user_id, role)
+        )
 
     async def hand_over(self, group_id: str, new_owner_id: str) -> None:
         """Make `new_owner_id` the owner (the previous owner is removed separately)."""
@@ -385,10 +443,12 @@ class GroupRepository:
         await self.mongo.collection_for(group_id, GROUPS).update_one(
             {"_id": group_id}, {"$set": {"owner_id": new_owner_id}}
         )
-        async with self.redis.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Pipeline) -> None:
             pipe.hset(self.keys.group_members(group_id), new_owner_id, "owner")
             pipe.hset(self.keys.group(group_id), "owner_id", new_owner_id)
-            await pipe.execute()
+
+        await self._project(fill)
 
     async def _insert_members(self, group_id: str, members: dict[str, Member]) -> None:
         if not members:
@@ -461,7 +521,7 @@ class GroupRepository:
                     "created_at": at,
                 }
             )
-        await self.redis.sadd(self.keys.blocks(blocker_id), blocked_id)
+        await self._project(lambda pipe: pipe.sadd(self.keys.blocks(blocker_id), blocked_id))
 
     async def unblock(self, blocker_id: str, blocked_ids: Sequence[str]) -> None:
         if not blocked_ids:
@@ -469,4 +529,4 @@ class GroupRepository:
         await self.mongo.collection_for(blocker_id, BLOCKS).delete_many(
             {"_id": {"$in": [_block_id(blocker_id, b) for b in blocked_ids]}}
         )
-        await self.redis.srem(self.keys.blocks(blocker_id), *blocked_ids)
+        await self._project(lambda pipe: pipe.srem(self.keys.blocks(blocker_id), *blocked_ids))
