@@ -57,7 +57,7 @@ class RealtimeSettings(BaseSettings):
     allowed_origins: str = "http://localhost:3000,http://127.0.0.1:3000"
     heartbeat_s: float = Field(20.0, gt=0)
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
-    send_queue_frames: int = Field(256, ge=1)
+    send_queue_frames: int = Field(1024, ge=1)
     max_connections_per_user: int = Field(10, ge=1)
     ticket_ttl_s: int = Field(30, ge=1, le=600)
     #: How often the sessions of open sockets are re-checked (revocation closes within it).

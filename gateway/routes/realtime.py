@@ -54,6 +54,7 @@ from libs.contracts.topics import RECEIPTS_COMMANDS
 from libs.errors import DomainError, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
 from libs.group_projection import group_members, user_groups
 from libs.logging import get_logger
+from libs.projections import user_exists
 from libs.receipt_projection import watermarks_of
 
 log = get_logger(__name__)
@@ -352,6 +353,8 @@ async def _read(
         )
     if target == reader_id:
         raise Invalid("a conversation is with another user", code="invalid_conversation")
+    if not await user_exists(app[REDIS], app[KEYS], target):
+        raise NotFound("no such user", code="user_not_found")
     return await _advance(
         app, reader_id, "user", reader_id, target, "read", seq, wait_reply=wait_reply
     )

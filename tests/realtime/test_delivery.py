@@ -367,3 +367,24 @@ async def test_group_changes_are_pushed_to_members(
     assert gone["payload"]["user_id"] == bob.id
     await bob_b.close()
     await dan_a.close()
+
+
+async def test_read_of_an_unknown_conversation_is_404(
+    system: RunningSystem, http: aiohttp.ClientSession
+) -> None:
+    api = Api(http, system.gateway_url)
+    ada = await api.new_user("ada")
+    for path in (
+        "/v1/conversations/users/nosuchuser/read",
+        "/v1/conversations/groups/nogroup/read",
+    ):
+        reply = await api.call("POST", path, token=ada.token, json={"seq": 1})
+        assert reply.status == 404, reply
+    selfread = await api.call(
+        "POST", f"/v1/conversations/users/{ada.id}/read", token=ada.token, json={"seq": 1}
+    )
+    assert selfread.status == 422
+    extra = await api.call(
+        "POST", "/v1/conversations/users/x/read", token=ada.token, json={"seq": 1, "x": 2}
+    )
+    assert extra.status == 422
