@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from libs.contracts.messages import CONTENT_MAX_CHARS
 from libs.ids import new_id
 from libs.settings import ServiceSettings, service_config
 
@@ -18,3 +19,5 @@ class GatewaySettings(ServiceSettings):
     )
     request_timeout_s: float = Field(10.0, gt=0, le=120)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    #: Longest message content, in characters after trimming (GATEWAY_MESSAGE_MAX_CHARS).
+    message_max_chars: int = Field(CONTENT_MAX_CHARS, ge=1, le=CONTENT_MAX_CHARS)
