@@ -200,6 +200,14 @@ async def presence_of(redis: Redis, keys: RedisKeys, user_id: str) -> tuple[bool
     return online, (int(last_seen) if last_seen else None)
 
 
+async def close_sockets_on_shutdown(app: web.Application) -> None:
+    """SIGTERM: close every socket with 1001 at once (clients reconnect elsewhere)
+    instead of holding them open until the runner's shutdown timeout cancels them."""
+    if HUB in app:
+        await app[HUB].close_all()
+
+
 def setup_realtime(app: web.Application) -> None:
     app[REALTIME_SETTINGS] = RealtimeSettings()
     app.cleanup_ctx.append(realtime_context)
+    app.on_shutdown.append(close_sockets_on_shutdown)

@@ -106,3 +106,21 @@ async def test_gateway_killed_mid_stream_client_reconnects_and_resumes(
 async def _at_least(items: list[Any], count: int) -> bool:
     await asyncio.sleep(0)
     return len(items) >= count
+
+
+async def test_gateway_sigterm_closes_sockets_with_going_away(
+    system: RunningSystem, http: aiohttp.ClientSession
+) -> None:
+    api = Api(http, system.gateway_url)
+    bob = await api.new_user("bob")
+    leaving = system.add_gateway("d")
+    socket = await connect(http, leaving.url, bob.token)
+    stopping = asyncio.create_task(asyncio.to_thread(leaving.terminate))
+    assert await socket.wait_closed(timeout=20) == 1001
+    assert await stopping == 0
+
+    async def offline() -> bool:
+        reply = await api.call("GET", f"/v1/presence/{bob.id}", token=bob.token)
+        return reply.body["online"] is False
+
+    await eventually(offline)
