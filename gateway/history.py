@@ -14,7 +14,8 @@ highest marker. Otherwise the page is read from MongoDB (one indexed query per
 direction) and merged with the cache's entries in range, so a message accepted
 but not yet persisted is still visible (read-your-writes).
 
-Sync walks the caller's inbox and groups by seq, from MongoDB, returning per
+Sync walks the caller's inbox and groups by seq: from the per-receiver recent
+cache when it holds every seq after the cursor, else from MongoDB, returning per
 receiver only a contiguous run of seqs after the cursor, so a message not yet
 persisted holds the cursor back instead of being skipped.
 """
@@ -302,24 +303,32 @@ def encode_sync_cursor(seqs: dict[str, int]) -> str:
 async def read_sync(
     app: web.Application, receivers: Sequence[str], seqs: dict[str, int], limit: int
 ) -> tuple[list[MessageView], dict[str, int], bool]:
-    """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?"""
+    """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?
 
-    async def one(receiver_id: str) -> tuple[list[MessageView], bool]:
+    Per receiver, the recent-inbox cache answers when it holds every seq after the
+    cursor (contiguous and starting at or before cursor + 1); otherwise MongoDB.
+    """
+    redis, keys = app[REDIS], app[KEYS]
+    async with redis.pipeline(transaction=False) as pipe:
+        for receiver_id in receivers:
+            key = keys.recent_inbox(receiver_id)
+            pipe.zcard(key)
+            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.zrange(key, -1, -1, withscores=True)
+            pipe.zrangebyscore(key, f"({seqs.get(receiver_id, 0)}", "+inf", 0, limit + 1)
+        raw = await pipe.execute()
+
+    async def one(index: int, receiver_id: str) -> tuple[list[MessageView], bool]:
         after = seqs.get(receiver_id, 0)
-        collection = app[MONGO].collection_for(receiver_id, MESSAGES)
-        cursor = (
-            collection.find({"receiver_id": receiver_id, "seq": {"$gt": after}})
-            .sort("seq", ASCENDING)
-            .limit(limit + 1)
-        )
-        run: list[MessageView] = []
-        async for doc in cursor:
-            if doc["seq"] != after + len(run) + 1:
-                return run[:limit], False  # the next seq is not persisted yet: stop here
-            run.append(_view_from_document(doc))
-        return run[:limit], len(run) > limit
+        size, lowest, highest, entries = raw[4 * index : 4 * index + 4]
+        if size and lowest and highest:
+            low, high = int(lowest[0][1]), int(highest[0][1])
+            if high - low + 1 == size and low <= after + 1:
+                run = [_view(entry) for entry in entries]
+                return run[:limit], len(run) > limit
+        return await _sync_from_mongo(app, receiver_id, after, limit)
 
-    results = await asyncio.gather(*(one(r) for r in receivers))
+    results = await asyncio.gather(*(one(i, r) for i, r in enumerate(receivers)))
     candidates = [m for run, _ in results for m in run]
     candidates.sort(key=_pos)
     page = candidates[:limit]
@@ -328,3 +337,21 @@ async def read_sync(
     for message in page:
         advanced[message.receiver.id] = max(advanced.get(message.receiver.id, 0), message.seq)
     return page, advanced, more
+
+
+async def _sync_from_mongo(
+    app: web.Application, receiver_id: str, after: int, limit: int
+) -> tuple[list[MessageView], bool]:
+    """The contiguous run of persisted seqs after `after` (a gap = not yet persisted)."""
+    collection = app[MONGO].collection_for(receiver_id, MESSAGES)
+    cursor = (
+        collection.find({"receiver_id": receiver_id, "seq": {"$gt": after}})
+        .sort("seq", ASCENDING)
+        .limit(limit + 1)
+    )
+    run: list[MessageView] = []
+    async for doc in cursor:
+        if doc["seq"] != after + len(run) + 1:
+            return run[:limit], False  # the next seq is not persisted yet: stop here
+        run.append(_view_from_document(doc))
+    return run[:limit], len(run) > limit

@@ -59,6 +59,7 @@ def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> Cons
         app[REDIS],
         keys,
         cap=settings.recent_per_conversation,
+        inbox_cap=settings.recent_per_receiver,
         ttl_s=settings.recent_ttl_s,
     )
 

@@ -277,12 +277,20 @@ def cache_body(message: MessageAcceptedPayload) -> str:
 
 
 class RecentCache:
-    """The newest messages per conversation in Redis (bounded; markers say what it covers)."""
+    """The newest messages per conversation (history) and per receiver (sync) in Redis.
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, cap: int, ttl_s: int) -> None:
+    Both bounded. A conversation's markers say what it covers; a receiver's set
+    covers the seqs (min, max] when it holds max-min+1 entries (every seq is added
+    in order before its reply, so it stays contiguous but after replays of old seqs).
+    """
+
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, *, cap: int, inbox_cap: int, ttl_s: int
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.cap = cap
+        self.inbox_cap = inbox_cap
         self.ttl_s = ttl_s
         self._script = redis.register_script(_CACHE_WRITE)
 
@@ -293,7 +301,9 @@ class RecentCache:
         a receiver's marker is absent the cache covers it from the first fresh one.
         """
         by_conversation: dict[str, list[MessageAcceptedPayload]] = {}
+        by_receiver: dict[str, list[MessageAcceptedPayload]] = {}
         for message in messages:
+            by_receiver.setdefault(message.receiver_id, []).append(message)
             conversation = conversation_id(
                 message.receiver_kind, message.receiver_id, message.sender_id
             )
@@ -318,4 +328,9 @@ class RecentCache:
                     args=[self.cap, self.ttl_s, len(first_fresh), *marker_args, *entries],
                     client=pipe,
                 )
+            for receiver_id, group in by_receiver.items():
+                key = self.keys.recent_inbox(receiver_id)
+                pipe.zadd(key, {cache_body(m): m.seq for m in group})
+                pipe.zremrangebyrank(key, 0, -self.inbox_cap - 1)
+                pipe.expire(key, self.ttl_s)
             await pipe.execute()

@@ -20,6 +20,8 @@ class MessageServiceSettings(ServiceSettings):
     batch_linger_ms: float = Field(0, ge=0, le=1000)
     #: Newest messages kept per conversation in the Redis history cache.
     recent_per_conversation: int = Field(200, ge=10, le=10_000)
+    #: Newest messages kept per receiver (inbox or group log) for sync.
+    recent_per_receiver: int = Field(200, ge=10, le=10_000)
     #: An idle conversation's cache expires after this long (bounds Redis memory).
     recent_ttl_s: int = Field(7 * 24 * 3600, ge=60)
     #: Dedupe keys remembered in memory (retries answered without MongoDB).

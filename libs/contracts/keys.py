@@ -93,6 +93,11 @@ class RedisKeys:
         receiver in the conversation at or after that position."""
         return self.key("recent_body", conversation)
 
+    def recent_inbox(self, receiver_id: str) -> str:
+        """Sorted set score seq -> message JSON: the newest messages of one receiver
+        (inbox or group log; sync cache). Covers (min, max] when its size is max-min+1."""
+        return self.key("recent_inbox", receiver_id)
+
     # -- delivery_service (owner); the gateway publishes/reads its socket registry -----
     def gateway_channel(self, instance_id: str) -> str:
         """Pub/sub channel a gateway instance listens on for pushes to its sockets."""

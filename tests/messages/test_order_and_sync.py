@@ -96,7 +96,7 @@ async def test_paging_a_long_conversation_with_dates_while_messages_arrive(api: 
     assert len(ids) == len(set(ids)), "a message was repeated across pages"
     assert set(by_id) <= set(ids), "a message was skipped"
     assert set(ids) - set(by_id) <= {m["id"] for m in arrived}
-    keys = [(m["created_at"], m["id"]) for m in seen]
+    keys = [(datetime.fromisoformat(m["created_at"]), m["id"]) for m in seen]
     assert keys == sorted(keys, reverse=True)
 
     expected = {m["id"] for m in sent if since <= datetime.fromisoformat(m["created_at"]) < until}
@@ -122,9 +122,8 @@ async def test_paging_a_long_conversation_with_dates_while_messages_arrive(api: 
         chunk = page.body["messages"]
         if not chunk:
             break
-        assert [m["created_at"] for m in chunk] == sorted(
-            (m["created_at"] for m in chunk), reverse=True
-        )
+        stamps = [(datetime.fromisoformat(m["created_at"]), m["id"]) for m in chunk]
+        assert stamps == sorted(stamps, reverse=True)
         forward += chunk
         cursor = page.body["next_cursor"]
     forward_ids = [m["id"] for m in forward]
