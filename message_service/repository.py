@@ -20,9 +20,10 @@ recent_bodies), written here before the reply so history is read-your-writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
@@ -42,6 +43,7 @@ CLAIMS = "message_keys"
 LEDGER = "accepted"
 COUNTERS = "sequence_counters"
 DUPLICATE_KEY = 11000
+T = TypeVar("T")
 
 COLLECTIONS = (
     CollectionSpec(
@@ -139,8 +141,8 @@ class Ledger:
 
     async def claim(self, claims: Sequence[Claim]) -> set[str]:
         """Insert the claims; return the keys that were already claimed (one write per shard)."""
-        taken: set[str] = set()
-        for shard, group in self._by_shard(claims, lambda c: c.receiver_id).items():
+
+        async def on_shard(shard: int, group: list[Claim]) -> set[str]:
             docs = [
                 {"_id": c.key, "message_id": c.message_id, "receiver_id": c.receiver_id}
                 for c in group
@@ -148,8 +150,12 @@ class Ledger:
             try:
                 await self.shards.databases[shard][CLAIMS].insert_many(docs, ordered=False)
             except BulkWriteError as exc:
-                taken |= {group[i].key for i in duplicate_indexes(exc)}
-        return taken
+                return {group[i].key for i in duplicate_indexes(exc)}
+            return set()
+
+        grouped = self._by_shard(claims, lambda c: c.receiver_id)
+        taken = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
+        return set().union(*taken)
 
     async def claim_owner(self, claim: Claim) -> str | None:
         """The message_id holding a claim (rare path: retries and redeliveries)."""
@@ -216,22 +222,41 @@ class Ledger:
 
     async def record(self, accepted: Sequence[MessageAcceptedPayload]) -> None:
         """Write the ledger entries (one unordered insert per shard); a duplicate raises."""
-        for shard, group in self._by_shard(accepted, lambda m: m.receiver_id).items():
-            docs = [ledger_document(m) for m in group]
-            await self.shards.databases[shard][LEDGER].insert_many(docs, ordered=False)
+        grouped = self._by_shard(accepted, lambda m: m.receiver_id)
+        await _all_shards(
+            self.shards.databases[shard][LEDGER].insert_many(
+                [ledger_document(m) for m in group], ordered=False
+            )
+            for shard, group in grouped.items()
+        )
 
     async def advance_counters(self, positions: dict[str, ReceiverPosition]) -> None:
         """One $max per receiver, one bulk write per shard."""
-        for shard, group in self._by_shard(positions.items(), lambda item: item[0]).items():
-            ops = [
-                UpdateOne(
-                    {"_id": receiver_id},
-                    {"$max": {"seq": pos.seq, "created_ms": pos.created_ms}},
-                    upsert=True,
-                )
-                for receiver_id, pos in group
-            ]
-            await self.shards.databases[shard][COUNTERS].bulk_write(ops, ordered=False)
+        grouped = self._by_shard(positions.items(), lambda item: item[0])
+        await _all_shards(
+            self.shards.databases[shard][COUNTERS].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": receiver_id},
+                        {"$max": {"seq": pos.seq, "created_ms": pos.created_ms}},
+                        upsert=True,
+                    )
+                    for receiver_id, pos in group
+                ],
+                ordered=False,
+            )
+            for shard, group in grouped.items()
+        )
+
+
+async def _all_shards(writes: Iterable[Awaitable[T]]) -> list[T]:
+    """Run one write per shard concurrently; wait for all of them, then raise the first
+    failure (no write of a failed batch may still be in flight when it is retried)."""
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
 
 
 # KEYS: zset, bodies hash. ARGV: cap, ttl_s, n_markers, then marker pairs
