@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import secrets
 import time
-import typing
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.api import Routes, validation_details
 from gateway.auth import Principal, authenticate_token, bearer_token
+from gateway.history import read_sync
 from gateway.keys import KEYS, MONGO, PRODUCER, REDIS, REQUESTS
 from gateway.push import (
     HUB,
@@ -47,11 +48,20 @@ from gateway.push import (
     push_typing,
     setup_realtime,
 )
+from gateway.sending import SendMessageBody, send_message
 from gateway.settings import GatewaySettings
 from gateway.sockets import Connection
 from libs.contracts.receipts import AdvanceWatermark, AdvanceWatermarkPayload, WatermarkView
 from libs.contracts.topics import RECEIPTS_COMMANDS
-from libs.errors import DomainError, Forbidden, Invalid, NotFound, RateLimited, Unauthorized
+from libs.errors import (
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from libs.group_projection import group_members, user_groups
 from libs.logging import get_logger
 from libs.projections import user_exists
@@ -213,7 +223,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _safely(action: typing.Awaitable[Any]) -> None:
+async def _safely(action: Awaitable[Any]) -> None:
     try:
         await action
     except Exception as exc:
@@ -272,17 +282,13 @@ async def _on_frame(app: web.Application, conn: Connection, principal: Principal
         conn.send_frame(_error_frame(ref, error))
     except Exception as exc:  # a dependency is down: tell the client, keep the socket
         log.warning("frame failed", error=f"{type(exc).__name__}: {exc}")
-        conn.send_frame(
-            _error_frame(ref, DomainError("a dependency is unavailable", code="unavailable"))
-        )
+        conn.send_frame(_error_frame(ref, Unavailable("a dependency is unavailable; retry")))
 
 
 async def _resume(
     app: web.Application, conn: Connection, principal: Principal, frame: ResumeFrame
 ) -> None:
     """Replay the missed messages (the sync read), holding live pushes until done."""
-    from gateway.history import read_sync
-
     groups = await user_groups(app[REDIS], app[KEYS], principal.user_id)
     receivers = [principal.user_id, *sorted(groups)]
     seqs = {r: frame.seqs.get(r, 0) for r in receivers}
@@ -321,19 +327,16 @@ def _ref_of(raw: str) -> str | None:
 
 async def _send(app: web.Application, principal: Principal, message: dict[str, Any]) -> Any:
     """The same code path as POST /v1/messages (gateway.sending.send_message)."""
-    from gateway import sending
-
-    body_model = typing.get_type_hints(sending.send_message)["body"]
     try:
-        body = body_model.model_validate(message)
+        body = SendMessageBody.model_validate(message)
     except ValidationError as exc:
         raise Invalid(
-            "the message is invalid",
+            "the request body is invalid",
             code="invalid_body",
             details={"fields": validation_details(exc)},
         ) from None
-    view = await sending.send_message(app, principal, body)
-    return view.model_dump(mode="json") if isinstance(view, BaseModel) else view
+    view = await send_message(app, principal, body)
+    return view.model_dump(mode="json")
 
 
 async def _require_member(app: web.Application, group_id: str, user_id: str) -> dict[str, str]:
