@@ -122,6 +122,8 @@ class ReceiveJob:
     quiet_s: float = 1.5
     drain_max_s: float = 30.0
     heartbeat_s: float | None = None
+    #: Stop opening new sockets after this long (those left are counted as skipped).
+    connect_budget_s: float | None = None
 
 
 @dataclass
@@ -129,6 +131,7 @@ class ReceiveResult:
     connected: int = 0
     failed: int = 0
     connect_errors: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
     frames: int = 0
     message_frames: int = 0
     latencies_ns: list[int] = field(default_factory=list)
@@ -349,9 +352,15 @@ async def _run_receive(job: ReceiveJob, ready: queue.Queue[Any], stop: Event) ->
 
     readers: list[asyncio.Task[None]] = []
     async with aiohttp.ClientSession(connector=connector) as http:
+        budget_end = (
+            time.monotonic() + job.connect_budget_s if job.connect_budget_s is not None else None
+        )
 
         async def connect(token: str) -> None:
             async with limiter:
+                if budget_end is not None and time.monotonic() > budget_end:
+                    result.skipped += 1
+                    return
                 try:
                     ws = await http.ws_connect(
                         ws_url(job.base_url),
@@ -371,7 +380,7 @@ async def _run_receive(job: ReceiveJob, ready: queue.Queue[Any], stop: Event) ->
         await asyncio.gather(*(connect(token) for token in job.tokens))
         result.connected = len(sockets)
         result.connect_errors = dict(errors)
-        ready.put(("ready", result.connected, result.failed))
+        ready.put(("ready", result.connected, result.failed + result.skipped))
         # `stop` is a multiprocessing Event (set by the coordinator): polled, not awaited.
         while not stop.is_set():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
@@ -494,6 +503,7 @@ def merge_receive(results: list[ReceiveResult]) -> ReceiveResult:
     for r in results:
         merged.connected += r.connected
         merged.failed += r.failed
+        merged.skipped += r.skipped
         merged.frames += r.frames
         merged.message_frames += r.message_frames
         merged.closed_by_server += r.closed_by_server

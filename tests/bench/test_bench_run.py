@@ -75,4 +75,4 @@ async def test_a_tiny_run_persists_and_delivers_every_message(system: RunningSys
     cost = by_scenario["7"]
     assert cost.value is not None
     assert cost.detail["gross_runs"][0] > 0.0
-    assert any("[3/7] run 1" in line for line in lines)
+    assert any("[3/7] 10/s run 1" in line for line in lines)
