@@ -32,7 +32,7 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from gateway.api import Routes, validation_details
@@ -172,8 +172,10 @@ async def _handshake_principal(request: web.Request) -> Principal:
         if not value:
             raise Unauthorized("the ticket is invalid, used or expired", code="invalid_ticket")
         user_id, _, token_hash = value.partition("|")
-        session = await request.app[REDIS].hget(request.app[KEYS].session(token_hash), "user_id")
-        if session != user_id:
+        owner, expires_at = await request.app[REDIS].hmget(
+            request.app[KEYS].session(token_hash), "user_id", "expires_at"
+        )
+        if owner != user_id or float(expires_at or 0) <= time.time():
             raise Unauthorized("the session behind the ticket ended", code="invalid_token")
         return Principal(user_id=user_id, token_hash=token_hash)
     return await authenticate_token(request.app, bearer_token(request))
@@ -203,7 +205,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     conn = hub.open(principal.user_id, principal.token_hash, ws)
     try:
-        if await hub.register(conn):
+        try:
+            went_online = await hub.register(conn)
+        except Exception as exc:  # without a registry entry nothing could reach it
+            log.warning("socket register failed", error=f"{type(exc).__name__}: {exc}")
+            await conn.close(WSCloseCode.INTERNAL_ERROR, "registry unavailable; retry")
+            return ws
+        if went_online:
             await _safely(push_presence(request.app, principal.user_id, True))
         conn.send_frame({"type": "hello", "connection_id": conn.id, "user_id": principal.user_id})
         async for msg in ws:
