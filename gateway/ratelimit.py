@@ -8,18 +8,22 @@ RateLimited with details {"retry_after_s"}, which gateway.errors turns into 429
 with a Retry-After header.
 
 Limits (env GATEWAY_RATE_*): login and registration, each per client address
-and per (lower-cased) username. The bucket key carries the limit's parameters,
-so instances configured differently never share (and corrupt) a bucket.
+and per (lower-cased) username. Behind a load balancer, list it in
+GATEWAY_RATE_TRUSTED_PROXIES so that X-Forwarded-For names the client. The
+bucket key carries the limit's parameters, so instances configured differently
+never share (and corrupt) a bucket.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode
 from redis.asyncio import Redis
 
 from gateway.keys import KEYS, REDIS
@@ -84,6 +88,16 @@ class RateLimitSettings(BaseSettings):
     register_per_ip_burst: int = Field(1000, ge=1)
     register_per_username_per_minute: float = Field(5, gt=0)
     register_per_username_burst: int = Field(10, ge=1)
+    #: Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed,
+    #: e.g. the load balancer in front of the gateways. Empty: the peer address counts.
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip())
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +106,7 @@ class RateLimits:
     login_per_username: Limit
     register_per_ip: Limit
     register_per_username: Limit
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     @classmethod
     def from_settings(cls, s: RateLimitSettings) -> RateLimits:
@@ -102,6 +117,7 @@ class RateLimits:
             Limit(
                 "register_user", s.register_per_username_per_minute, s.register_per_username_burst
             ),
+            s.trusted_proxies,
         )
 
 
@@ -139,19 +155,38 @@ def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(ctx)
 
 
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+def _address(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address(request: web.Request, trusted: tuple[IPv4Network | IPv6Network, ...]) -> str:
+    """The client's address: the peer's, or, when the peer is a trusted proxy, the
+    nearest address in X-Forwarded-For that is not one (the rest is client-written)."""
+    peer = request.remote or "unknown"
+    if not trusted:
+        return peer
+    hops = [h for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+    for candidate in [peer, *reversed(hops)]:
+        address = _address(candidate)
+        if address is None:
+            return candidate.strip()[:64]
+        if not any(address in network for network in trusted):
+            return str(address)
+    return peer
 
 
 async def limit_login(request: web.Request, username: str) -> None:
     limits = request.app[RATE_LIMITS]
     limiter = request.app[LIMITER]
-    await limiter.hit(limits.login_per_ip, client_address(request))
+    await limiter.hit(limits.login_per_ip, client_address(request, limits.trusted_proxies))
     await limiter.hit(limits.login_per_username, username.lower())
 
 
 async def limit_registration(request: web.Request, username: str) -> None:
     limits = request.app[RATE_LIMITS]
     limiter = request.app[LIMITER]
-    await limiter.hit(limits.register_per_ip, client_address(request))
+    await limiter.hit(limits.register_per_ip, client_address(request, limits.trusted_proxies))
     await limiter.hit(limits.register_per_username, username.lower())

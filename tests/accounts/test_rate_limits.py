@@ -42,6 +42,7 @@ def strict_gateway(system: RunningSystem) -> Iterator[ServiceProcess]:
         "GATEWAY_RATE_REGISTER_PER_IP_PER_MINUTE": "1",
         "GATEWAY_RATE_LOGIN_PER_IP_BURST": "4",
         "GATEWAY_RATE_LOGIN_PER_IP_PER_MINUTE": "1",
+        "GATEWAY_RATE_TRUSTED_PROXIES": "127.0.0.1",
     }
     gateway = ServiceProcess("gateway", env, free_port(), system.log_dir, instance="-strict")
     gateway.start()
@@ -70,3 +71,27 @@ async def test_registrations_and_logins_per_address_are_limited(
     # Buckets carry their limits in their key: the main gateway's looser limits
     # for the same address are untouched.
     assert (await api.register(unique_username("ok"))).status == 201
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_address_counts(
+    http: aiohttp.ClientSession, strict_gateway: ServiceProcess
+) -> None:
+    strict = Api(http, strict_gateway.url)
+
+    async def register_from(forwarded_for: str) -> int:
+        username = unique_username("xff")
+        reply = await strict.call(
+            "POST",
+            "/v1/users",
+            json={"username": username, "password": "correct horse battery"},
+            headers={"X-Forwarded-For": forwarded_for},
+        )
+        return reply.status
+
+    client = "203.0.113.7"
+    assert [await register_from(client) for _ in range(3)] == [201, 201, 201]
+    assert await register_from(client) == 429
+    # A client cannot escape by writing its own entries in front of the proxy's.
+    assert await register_from(f"198.51.100.1, {client}") == 429
+    # Another client behind the same proxy has its own bucket.
+    assert await register_from("203.0.113.8") == 201
