@@ -78,3 +78,25 @@ def write_json(rows: list[Row], meta: dict[str, Any], path: Path | None = None) 
     document = {**meta, "results": [asdict(r) for r in rows]}
     target.write_text(json.dumps(document, indent=2, default=str) + "\n")
     return target
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The results of a latest.json as a Markdown table (for docs/performance.md)."""
+    lines = [
+        "| # | figure | median | target | verdict | runs / note |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for raw in document["results"]:
+        row = Row(**raw)
+        runs = ", ".join(_short(v) for v in row.runs) if row.runs else ""
+        extra = "; ".join(x for x in (f"runs: {runs}" if runs else "", row.note) if x)
+        cells = (row.scenario, row.name.strip(), row.figure(), row.target, row.verdict(), extra)
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS_DIR / "latest.json"
+    print(markdown(json.loads(source.read_text())))
