@@ -12,7 +12,9 @@ Crash-safe per-receiver sequencing (DESIGN.md §4). For one consumer batch:
 3. New messages get contiguous seqs after the receiver's last one (known in
    memory while the partition is assigned; else counter + ledger probe) and a
    created_at strictly after the receiver's previous one.
-4. Ledger: one unordered insert per shard. Then counters: one $max per receiver.
+4. Ledger: one unordered insert per shard. Then counters: one $max per receiver
+   per batch, written behind the reply (awaited before the next batch's): a
+   counter is a starting point for the ledger probe, not the record of seqs.
 
 Only new messages take seqs, and they are decided before the ledger write, so
 seqs stay gap-free. A redelivered batch finds every earlier message in the
@@ -22,6 +24,7 @@ in-memory positions of the batch's receivers (they are reloaded from MongoDB).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -50,6 +53,21 @@ class Sequencer:
         self.positions: dict[str, ReceiverPosition] = {}
         self.recent: OrderedDict[str, MessageAcceptedPayload] = OrderedDict()
         self.dedupe_memory = dedupe_memory
+        self._counters: asyncio.Task[None] | None = None
+
+    async def _advance_counters_behind(self, positions: dict[str, ReceiverPosition]) -> None:
+        """Advance the counters off the reply's path: they only shorten the ledger probe
+        after a restart (the ledger is the durable record of seqs), so a lost or failed
+        counter write costs a longer probe, never a wrong seq. One write in flight."""
+        previous, self._counters = (
+            self._counters,
+            asyncio.create_task(self.ledger.advance_counters(positions)),
+        )
+        if previous is not None:
+            try:
+                await previous
+            except Exception as exc:  # the next probe finds what the counter missed
+                log.warning("sequence counters not advanced", error=f"{type(exc).__name__}: {exc}")
 
     def forget(self) -> None:
         """Partitions moved: what this instance knew may be stale now."""
@@ -166,7 +184,7 @@ class Sequencer:
             fresh.append(message)
         await self.ledger.record(fresh)
         self.positions.update(proposed)
-        await self.ledger.advance_counters(proposed)
+        await self._advance_counters_behind(proposed)
         for index in pending:
             result = results[index]
             assert result is not None
