@@ -8,13 +8,15 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from libs.bus.producer import Producer
 from libs.bus.request_reply import RequestClient
+from libs.contracts.envelope import Codec
 from libs.contracts.keys import RedisKeys
-from libs.contracts.topics import USERS_COMMANDS
-from libs.contracts.users import RegisterUser, RegisterUserPayload
+from libs.contracts.topics import USERS_COMMANDS, USERS_EVENTS, namespaced
+from libs.contracts.users import USER_EVENTS, RegisterUser, RegisterUserPayload
 from libs.errors import Conflict
 from libs.ids import new_id
 from libs.projections import USERS_PROJECTION, user_exists
@@ -100,3 +102,38 @@ async def test_projection_is_rebuilt_from_mongodb_when_its_sentinel_is_gone(
     )
     assert lookup.status == 404
     assert (await api.login(alive.username, alive.password)).status == 201
+
+
+async def test_account_changes_are_published_as_events(api: Api, system: RunningSystem) -> None:
+    user = await api.new_user("evt")
+    renamed = await api.call("PATCH", "/v1/users/me", json={"display_name": "E"}, token=user.token)
+    assert renamed.status == 200
+    assert (await api.call("DELETE", "/v1/users/me", token=user.token)).status == 204
+
+    codec = Codec(*USER_EVENTS)
+    consumer = AIOKafkaConsumer(
+        namespaced(USERS_EVENTS, system.namespace),
+        bootstrap_servers=LOCAL_KAFKA,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen: list[tuple[str, str | None]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(seen) < 3 and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    event = codec.decode(record.value)
+                    if event.payload.user_id == user.id:
+                        key = record.key.decode() if record.key else None
+                        seen.append((event.type, key))
+    finally:
+        await consumer.stop()
+    assert seen == [
+        ("UserRegistered", user.id),
+        ("ProfileUpdated", user.id),
+        ("UserDeleted", user.id),
+    ]
