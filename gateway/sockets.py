@@ -58,7 +58,8 @@ class RealtimeSettings(BaseSettings):
     heartbeat_s: float = Field(20.0, gt=0)
     max_frame_bytes: int = Field(64 * 1024, ge=1024)
     send_queue_frames: int = Field(1024, ge=1)
-    max_connections_per_user: int = Field(10, ge=1)
+    #: Devices and browser tabs of one user, across every gateway instance.
+    max_connections_per_user: int = Field(32, ge=1)
     ticket_ttl_s: int = Field(30, ge=1, le=600)
     #: How often the sessions of open sockets are re-checked (revocation closes within it).
     session_check_s: float = Field(0.5, gt=0)
