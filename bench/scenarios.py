@@ -71,13 +71,13 @@ class Plan:
             client_processes=2,
             send_rates=(50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000),
             ws_rates=(50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 6000),
-            step_s=5.0,
+            step_s=4.0,
             e2e_rate=1000,
-            e2e_duration_s=12.0,
+            e2e_duration_s=8.0,
             fanout_members=1000,
             fanout_samples=15,
             fanout_rate=20,
-            fanout_duration_s=6.0,
+            fanout_duration_s=5.0,
             connections=19_000,
             history_sizes=(10_000, 100_000),
             history_newest_rate=50,
@@ -516,7 +516,7 @@ async def end_to_end(ctx: Context, selected: set[str]) -> list[Row]:
     sustained_rate = int(ctx.figures.get("send_rest") or ctx.figures.get("capacity_rest") or 0)
     at_sustained = None
     if 0 < sustained_rate < ctx.plan.e2e_rate:
-        at_sustained = await e2e_series(ctx, sustained_rate, ctx.plan.e2e_duration_s / 2, "e2s")
+        at_sustained = await e2e_series(ctx, sustained_rate, ctx.plan.e2e_duration_s, "e2s")
     rows: list[Row] = []
     if "3" in selected:
         rows.append(_e2e_row(at_target, name3))
@@ -698,7 +698,7 @@ async def connections(ctx: Context) -> list[Row]:
     processes = max(ctx.plan.client_processes, -(-wanted // 9000))
     opened_s = 0.0
     # Opening stops after this long; a run that needed it all is not repeated.
-    budget_s = 100.0 if ctx.plan.runs > 1 else 30.0
+    budget_s = 75.0 if ctx.plan.runs > 1 else 30.0
     for run in range(ctx.plan.runs):
         if run > 0 and (ctx.remaining_s() < 150 or opened_s > 45):
             notes.add(f"{run} run(s) only: opening took {opened_s:.0f}s")
