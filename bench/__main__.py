@@ -87,6 +87,7 @@ async def run(args: argparse.Namespace) -> int:
         f"logs in {bench.log_dir}"
     )
     rows: list[Row] = []
+    batches: dict[str, dict[str, float]] = {}
     timeout = aiohttp.ClientTimeout(total=60)
     try:
         async with aiohttp.ClientSession(
@@ -153,6 +154,9 @@ async def run(args: argparse.Namespace) -> int:
                     )
             if "8" in args.selected and {"1", "2"} & args.selected:
                 rows += scenarios.ratios(ctx)
+            batches = await profile.batch_stats(
+                http, {name: proc.url for name, proc in bench.system.services.items()}
+            )
     finally:
         await bench.close()
         await asyncio.to_thread(bench.stop)
@@ -160,6 +164,13 @@ async def run(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: int(r.scenario))
     print()
     print(table(rows))
+    if batches:
+        print("\nconsumer batches over the whole bench (from each service's /metrics):")
+        for group, stat in sorted(batches.items()):
+            print(
+                f"  {group:<48} {stat['batches']:>8,.0f} batches  "
+                f"{stat['records_per_batch']:>6} records/batch  {stat['ms_per_batch']:>8} ms/batch"
+            )
     if args.profile and ctx.profile_dir is not None and ctx.profile_dir.exists():
         print(f"\nprofiles (py-spy, scenario 3, run 1) in {ctx.profile_dir}:")
         print(profile.report(ctx.profile_dir))
@@ -176,6 +187,7 @@ async def run(args: argparse.Namespace) -> int:
             "fd_limit": bench.fd_limit,
             "namespace": bench.namespace,
         },
+        "consumer_batches": batches,
     }
     path = write_json(rows, meta)
     print(f"\n{len(rows)} figures in {elapsed:.0f}s; written to {path}")

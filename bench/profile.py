@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 SITE_MARKERS = ("site-packages/", "lib/python3.11/")
 
@@ -94,3 +95,44 @@ def report(out_dir: Path, top: int = 12) -> str:
         lines.append(f"{path.stem}: {total} samples (100 Hz, busy threads only)")
         lines.extend(f"  {share:6.1%}  {frame}" for frame, share in ranked)
     return "\n".join(lines)
+
+
+async def batch_stats(http: Any, service_urls: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Per consumer group, over the whole bench: batches, records per batch, ms per batch.
+
+    Read from each service's /metrics (libs/metrics.py: messenger_batch_seconds and
+    messenger_batch_records), so the consumer side of every figure can be seen.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stats: dict[str, dict[str, float]] = {}
+    for name, url in service_urls.items():
+        try:
+            async with http.get(url + "/metrics") as response:
+                text = await response.text()
+        except Exception:  # a service that died has no metrics; the table says the rest
+            continue
+        sums: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name not in ("messenger_batch_seconds", "messenger_batch_records"):
+                continue
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")):
+                    group = sample.labels.get("group", name)
+                    sums[(family.name + sample.name[sample.name.rindex("_") :], group)] = (
+                        sample.value
+                    )
+        for (metric, group), _ in sums.items():
+            if metric != "messenger_batch_seconds_count":
+                continue
+            batches = sums[(metric, group)]
+            if not batches:
+                continue
+            records = sums.get(("messenger_batch_records_sum", group), 0.0)
+            seconds = sums.get(("messenger_batch_seconds_sum", group), 0.0)
+            stats[f"{name}:{group}"] = {
+                "batches": batches,
+                "records_per_batch": round(records / batches, 1),
+                "ms_per_batch": round(seconds / batches * 1000, 2),
+            }
+    return stats
