@@ -41,6 +41,7 @@ CLOSE_SLOW_CONSUMER = 4008
 #: Message ids remembered per socket to drop duplicates.
 RECENT_IDS_KEPT = 4096
 TYPING_INTERVAL_S = 1.0
+CLOSE_TIMEOUT_S = 5.0
 
 OPEN_SOCKETS = Gauge("messenger_ws_open_sockets", "WebSockets open on this gateway")
 FRAMES_PUSHED = Counter("messenger_ws_frames_pushed_total", "Frames queued to sockets")
@@ -60,6 +61,10 @@ class RealtimeSettings(BaseSettings):
     send_queue_frames: int = Field(1024, ge=1)
     #: Devices and browser tabs of one user, across every gateway instance.
     max_connections_per_user: int = Field(32, ge=1)
+    #: Kernel send buffer of each socket (0: the OS autotunes it, up to megabytes
+    #: on loopback). Bounded, it caps memory per connection and lets a client that
+    #: stopped reading fill its send queue, and be closed, after little data.
+    socket_send_buffer_bytes: int = Field(128 * 1024, ge=0)
     ticket_ttl_s: int = Field(30, ge=1, le=600)
     #: How often the sessions of open sockets are re-checked (revocation closes within it).
     session_check_s: float = Field(0.5, gt=0)
@@ -83,6 +88,7 @@ class Connection:
     id: str = field(default_factory=new_id)
     writer: asyncio.Task[None] | None = None
     closing: bool = False
+    transport: asyncio.BaseTransport | None = None
     #: Ids of the latest message frames written to this socket (bounded): a message
     #: seen again is a duplicate (a replayed push, or the seam of a resume).
     recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -148,11 +154,20 @@ class Connection:
         return self.offer(orjson.dumps(frame).decode())
 
     async def close(self, code: int, message: str) -> None:
+        """Close with `code`; a peer that does not take the close frame (it stopped
+        reading) within CLOSE_TIMEOUT_S has its TCP connection aborted."""
         if self.closing:
             return
         self.closing = True
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=code, message=message.encode())
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=message.encode()), CLOSE_TIMEOUT_S
+            )
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+        except Exception:  # the peer is gone already
+            pass
 
     async def drain(self) -> None:
         """The writer task: send queued frames in order until the socket closes."""
@@ -180,10 +195,17 @@ class SocketHub:
     def connections(self) -> list[Connection]:
         return [c for conns in self.by_user.values() for c in conns.values()]
 
-    def open(self, user_id: str, token_hash: str, ws: web.WebSocketResponse) -> Connection:
+    def open(
+        self,
+        user_id: str,
+        token_hash: str,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport | None = None,
+    ) -> Connection:
         conn = Connection(
             user_id, token_hash, ws, asyncio.Queue(maxsize=self.settings.send_queue_frames)
         )
+        conn.transport = transport
         conn.writer = asyncio.create_task(conn.drain(), name=f"ws-writer:{conn.id}")
         self.by_user[user_id][conn.id] = conn
         OPEN_SOCKETS.inc()

@@ -26,7 +26,9 @@ Server frames: hello, message, sent, receipt, typing, presence, resumed, error
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import socket
 import time
 from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
@@ -203,7 +205,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes
     )
     await ws.prepare(request)
-    conn = hub.open(principal.user_id, principal.token_hash, ws)
+    _bound_send_buffer(request, settings.socket_send_buffer_bytes)
+    conn = hub.open(principal.user_id, principal.token_hash, ws, request.transport)
     try:
         try:
             went_online = await hub.register(conn)
@@ -229,6 +232,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         except Exception as exc:  # a dead Redis must not break the close path
             log.warning("socket unregister failed", error=f"{type(exc).__name__}: {exc}")
     return ws
+
+
+def _bound_send_buffer(request: web.Request, size: int) -> None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if size and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def _safely(action: Awaitable[Any]) -> None:

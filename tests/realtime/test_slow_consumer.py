@@ -21,7 +21,7 @@ from tests.realtime.wsclient import connect
 from tests.support.client import Api
 from tests.support.system import RunningSystem, ServiceProcess, free_port
 
-FRAMES = 400
+FRAMES = 160
 
 
 def slow_gateway(system: RunningSystem) -> ServiceProcess:
@@ -101,8 +101,9 @@ async def test_a_client_that_stops_reading_is_closed_with_4008(
     stalled = await open_unread_socket(gateway.port, bob.token)
     healthy = await connect(http, system.gateway_url, bob.token)
     try:
-        # ~16 KB frames (4-byte characters): loopback TCP buffers absorb a few MB
-        # before the gateway's writer blocks and the 4-frame queue fills.
+        # ~16 KB frames (4-byte characters): the socket's bounded kernel buffer
+        # (GATEWAY_WS_SOCKET_SEND_BUFFER_BYTES) and the transport's absorb a few
+        # hundred KB before the gateway's writer blocks and the 4-frame queue fills.
         sent: list[dict[str, object]] = []
         for start in range(0, FRAMES, 16):
             sent += await asyncio.gather(
