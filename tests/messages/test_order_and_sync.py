@@ -110,10 +110,11 @@ async def test_paging_a_long_conversation_with_dates_while_messages_arrive(api: 
         api,
         ada,
         with_user=bob.id,
-        limit=1,
+        limit=100,
         until=(times[0] + timedelta(milliseconds=1)).isoformat(),
     )
     assert oldest.status == 200
+    assert oldest.body["has_more"] is False  # the first millisecond: its cursor is the oldest
     forward: list[dict] = list(oldest.body["messages"])
     cursor = oldest.body["next_cursor"]
     while True:
