@@ -33,7 +33,7 @@ from gateway.sockets import RealtimeSettings, SocketHub
 from libs.contracts.keys import RedisKeys
 from libs.group_projection import group_members, user_groups
 from libs.logging import get_logger
-from libs.push import live_routes, publish_frames
+from libs.push import connections_of, live_routes, publish_frames
 
 log = get_logger(__name__)
 
@@ -188,6 +188,21 @@ async def push_presence(app: web.Application, user_id: str, online: bool) -> Non
         "last_seen": None if online else int(time.time()),
     }
     await publish_frames(redis, keys, [(peers, frame)])
+
+
+async def announce_connection(
+    app: web.Application, user_id: str, went_online: bool, send: Callable[[dict[str, Any]], Any]
+) -> None:
+    """A new socket: tell the peers if the user just came online, and give the socket
+    a snapshot of its peers that are online (one `presence` frame each)."""
+    redis, keys = app[REDIS], app[KEYS]
+    peers = await presence_peers(redis, keys, user_id)
+    if went_online:
+        frame = {"type": "presence", "user_id": user_id, "online": True, "last_seen": None}
+        await publish_frames(redis, keys, [(peers, frame)])
+    for peer, routes in (await connections_of(redis, keys, peers)).items():
+        if routes:
+            send({"type": "presence", "user_id": peer, "online": True, "last_seen": None})
 
 
 async def presence_of(redis: Redis, keys: RedisKeys, user_id: str) -> tuple[bool, int | None]:

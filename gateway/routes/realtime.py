@@ -44,6 +44,7 @@ from gateway.keys import KEYS, MONGO, PRODUCER, REDIS, REQUESTS
 from gateway.push import (
     HUB,
     REALTIME_SETTINGS,
+    announce_connection,
     mutual_blocks,
     presence_of,
     push_presence,
@@ -214,9 +215,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             log.warning("socket register failed", error=f"{type(exc).__name__}: {exc}")
             await conn.close(WSCloseCode.INTERNAL_ERROR, "registry unavailable; retry")
             return ws
-        if went_online:
-            await _safely(push_presence(request.app, principal.user_id, True))
         conn.send_frame({"type": "hello", "connection_id": conn.id, "user_id": principal.user_id})
+        await _safely(
+            announce_connection(request.app, principal.user_id, went_online, conn.send_frame)
+        )
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await _on_frame(request.app, conn, principal, msg.data)

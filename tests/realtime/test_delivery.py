@@ -243,8 +243,14 @@ async def test_typing_and_presence_respect_blocks(
     bob_b = await connect(http, url_b, bob.token)
     online = await ada_a.wait_for(lambda f: f.get("type") == "presence" and f["user_id"] == bob.id)
     assert online["online"] is True
+    # A new socket gets a snapshot of its online peers.
+    snapshot = await bob_b.wait_for(
+        lambda f: f.get("type") == "presence" and f["user_id"] == ada.id
+    )
+    assert snapshot["online"] is True
     erin_b = await connect(http, url_b, erin.token)  # her presence goes to bob, not ada
     await bob_b.wait_for(lambda f: f.get("type") == "presence" and f["user_id"] == erin.id)
+    await erin_b.wait_for(lambda f: f.get("type") == "presence" and f["user_id"] == bob.id)
 
     # typing: direct and group
     await ada_a.send({"type": "typing", "conversation": f"user:{bob.id}"})
@@ -264,7 +270,7 @@ async def test_typing_and_presence_respect_blocks(
     await ada_a.wait_for(lambda f: f.get("type") == "typing" and f["user_id"] == carol.id)
     await bob_b.wait_for(lambda f: f.get("type") == "typing" and f["user_id"] == erin.id)
     assert not [f for f in ada_a.frames if f.get("user_id") == erin.id]
-    assert not [f for f in erin_b.frames if f.get("type") == "typing" and f["user_id"] == ada.id]
+    assert not [f for f in erin_b.frames if f.get("user_id") == ada.id]
 
     # presence: offline with last_seen; the REST view agrees; blocks hide it.
     await bob_b.close()
