@@ -9,6 +9,7 @@ Redis projections, which are complete while their sentinel exists (otherwise
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -51,6 +52,7 @@ routes = Routes(tag="groups")
 #: Ids are UUIDs made by the system; anything else cannot name a user or group.
 ID_PATTERN = r"^[0-9a-fA-F-]{1,64}$"
 UserId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+_ID = re.compile(ID_PATTERN)
 
 
 # -- bodies and views ------------------------------------------------------------------
@@ -112,7 +114,7 @@ class BlockList(BaseModel):
 
 def _path_id(request: web.Request, name: str, what: str) -> str:
     value = request.match_info[name]
-    if len(value) > 64 or not all(c in "0123456789abcdefABCDEF-" for c in value):
+    if not _ID.fullmatch(value):
         raise NotFound(f"no such {what}", code=f"{what}_not_found")
     return value
 
