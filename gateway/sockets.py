@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ CLOSE_SLOW_CONSUMER = 4008
 RECENT_IDS_KEPT = 4096
 TYPING_INTERVAL_S = 1.0
 CLOSE_TIMEOUT_S = 5.0
+SENDS_IN_FLIGHT = 64
 
 OPEN_SOCKETS = Gauge("messenger_ws_open_sockets", "WebSockets open on this gateway")
 FRAMES_PUSHED = Counter("messenger_ws_frames_pushed_total", "Frames queued to sockets")
@@ -96,8 +97,16 @@ class Connection:
     seen: dict[str, int] = field(default_factory=dict)
     #: While a resume replays missed messages, live message frames wait here.
     held: list[tuple[dict[str, Any], str]] | None = None
+    #: Sends in flight on this socket (each awaits message_service's reply).
+    sends: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SENDS_IN_FLIGHT))
+    send_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     #: conversation -> monotonic time of the last typing frame forwarded.
     typing_at: dict[str, float] = field(default_factory=dict)
+
+    def spawn_send(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.send_tasks.add(task)
+        task.add_done_callback(self.send_tasks.discard)
 
     def typing_allowed(self, conversation: str, now: float) -> bool:
         """At most one typing frame per conversation per TYPING_INTERVAL_S is forwarded."""

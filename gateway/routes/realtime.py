@@ -12,7 +12,9 @@
 
 Client frames (JSON, `type` discriminates; `ref` is echoed in the answer):
   {"type": "send", "ref": "r1", "message": <POST /v1/messages body>}
-      -> {"type": "sent", "ref": "r1", "message": <MessageView>} or an error frame
+      -> {"type": "sent", "ref": "r1", "message": <MessageView>} or an error frame;
+      sends are answered concurrently (up to 64 in flight per socket), so a client
+      that needs two messages in order waits for the first one's `sent`
   {"type": "ack", "receiver": "<own user id | group id>", "seq": 12}
   {"type": "read", "conversation": "user:<peer id> | group:<group id>", "seq": 12}
   {"type": "typing", "conversation": "user:<peer id> | group:<group id>"}
@@ -269,8 +271,10 @@ async def _on_frame(app: web.Application, conn: Connection, principal: Principal
             ) from None
         ref = frame.ref
         if isinstance(frame, SendFrame):
-            view = await _send(app, principal, frame.message)
-            conn.send_frame({"type": "sent", "ref": ref, "message": view})
+            # Sends run concurrently (each waits for message_service's reply), at most
+            # SENDS_IN_FLIGHT per socket; past that the socket is not read (backpressure).
+            await conn.sends.acquire()
+            conn.spawn_send(_answer_send(app, conn, principal, frame))
         elif isinstance(frame, AckFrame):
             kind = "user" if frame.receiver == principal.user_id else "group"
             if kind == "group":
@@ -303,6 +307,21 @@ async def _on_frame(app: web.Application, conn: Connection, principal: Principal
     except Exception as exc:  # a dependency is down: tell the client, keep the socket
         log.warning("frame failed", error=f"{type(exc).__name__}: {exc}")
         conn.send_frame(_error_frame(ref, Unavailable("a dependency is unavailable; retry")))
+
+
+async def _answer_send(
+    app: web.Application, conn: Connection, principal: Principal, frame: SendFrame
+) -> None:
+    try:
+        view = await _send(app, principal, frame.message)
+        conn.send_frame({"type": "sent", "ref": frame.ref, "message": view})
+    except DomainError as error:
+        conn.send_frame(_error_frame(frame.ref, error))
+    except Exception as exc:
+        log.warning("send frame failed", error=f"{type(exc).__name__}: {exc}")
+        conn.send_frame(_error_frame(frame.ref, Unavailable("a dependency is unavailable; retry")))
+    finally:
+        conn.sends.release()
 
 
 async def _resume(

@@ -394,3 +394,24 @@ async def test_read_of_an_unknown_conversation_is_404(
         "POST", "/v1/conversations/users/x/read", token=ada.token, json={"seq": 1, "x": 2}
     )
     assert extra.status == 422
+
+
+async def test_many_sends_in_flight_on_one_socket(
+    system: RunningSystem, http: aiohttp.ClientSession
+) -> None:
+    api = Api(http, system.gateway_url)
+    ada, bob = await api.new_user("ada"), await api.new_user("bob")
+    ada_a = await connect(http, system.gateway_url, ada.token)
+    bob_b = await connect(http, second_gateway(system).url, bob.token)
+    refs = [f"r{i}" for i in range(40)]
+    for ref in refs:  # no waiting between frames: answers come as they are accepted
+        await ada_a.send(
+            {"type": "send", "ref": ref, "message": {"to_user_id": bob.id, "content": ref}}
+        )
+    answers = [await ada_a.wait_for(lambda f, r=ref: f.get("ref") == r) for ref in refs]
+    assert {a["type"] for a in answers} == {"sent"}
+    seqs = sorted(a["message"]["seq"] for a in answers)
+    assert seqs == list(range(seqs[0], seqs[0] + len(refs)))  # gap-free, each once
+    await bob_b.wait_messages({a["message"]["id"] for a in answers})
+    await ada_a.close()
+    await bob_b.close()
