@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from redis.asyncio import Redis
@@ -48,6 +49,15 @@ from libs.projections import USERS_PROJECTION
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
 
 log = get_logger(__name__)
+
+PROJECTION_REBUILDS = Counter(
+    "messenger_group_projection_rebuilds_total",
+    "Rebuilds of the groups/blocks Redis projection from MongoDB (its sentinel was missing)",
+)
+PROJECTION_WRITES_REFUSED = Counter(
+    "messenger_group_projection_writes_refused_total",
+    "Projection writes refused because a rebuild reset the projection (batch redelivered)",
+)
 
 GROUPS = "groups"
 MEMBERSHIPS = "memberships"
@@ -268,6 +278,7 @@ class GroupRepository:
             "memberships": sum(len(m) for m in members.values()),
             "blocks": sum(len(b) for b in blocks.values()),
         }
+        PROJECTION_REBUILDS.inc()
         log.info("group projection rebuilt", **counts)
         return counts
 
@@ -350,12 +361,14 @@ class GroupRepository:
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(sentinel)
             if not await pipe.exists(sentinel):
+                PROJECTION_WRITES_REFUSED.inc()
                 raise ProjectionLost("the groups projection is missing; it is being rebuilt")
             pipe.multi()
             fill(pipe)
             try:
                 await pipe.execute()
             except WatchError:
+                PROJECTION_WRITES_REFUSED.inc()
                 raise ProjectionLost("the groups projection was reset during a write") from None
 
     # -- group writes ----------------------------------------------------------------
