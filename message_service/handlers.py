@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from libs.bus.consumer import Delivery
@@ -27,6 +28,17 @@ from message_service.repository import RecentCache
 from message_service.sequencing import Sequencer
 
 log = get_logger(__name__)
+
+MESSAGES_ACCEPTED = Counter(
+    "messenger_messages_accepted_total", "Messages given a new seq by message_service"
+)
+MESSAGES_REPLAYED = Counter(
+    "messenger_messages_replayed_total",
+    "Commands answered with an earlier message (retry by client_msg_id or redelivery)",
+)
+MESSAGES_REJECTED = Counter(
+    "messenger_messages_rejected_total", "Commands refused by validation", ["code"]
+)
 
 USERS_PROJECTION = "users"
 GROUPS_PROJECTION = "groups"
@@ -118,4 +130,8 @@ async def handle_send_batch(
                 MessageAccepted.of(message, correlation_id=request.correlation_id),
             )
         outbox.reply(request, MessageView.of(message, status="sent"))
-    log.debug("batch accepted", commands=len(requests), fresh=len(fresh))
+    MESSAGES_ACCEPTED.inc(len(fresh))
+    MESSAGES_REPLAYED.inc(len(acceptances) - len(fresh))
+    for verdict in verdicts:
+        if verdict is not None:
+            MESSAGES_REJECTED.labels(verdict.code).inc()
