@@ -57,7 +57,7 @@ from libs.contracts.groups import (
 )
 from libs.contracts.topics import GROUPS_COMMANDS, GROUPS_EVENTS
 from libs.contracts.users import UserDeleted
-from libs.errors import Conflict, Forbidden, Invalid, NotFound
+from libs.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 
 RemovalReason = Literal["removed", "left", "account_deleted"]
 
@@ -202,6 +202,9 @@ class GroupHandlers:
                 correlation_id=command.correlation_id,
             ),
         )
+        await self._drop_deleted_joiners(group, list(group.members), outbox, command.correlation_id)
+        if not group.members:
+            raise NotFound("the account was deleted", code="user_not_found")
         return group.view()
 
     async def handle_rename_group(self, command: RenameGroup, outbox: Outbox) -> GroupView:
@@ -255,6 +258,10 @@ class GroupHandlers:
                 correlation_id=command.correlation_id,
             ),
         )
+        group.members[p.user_id] = member
+        await self._drop_deleted_joiners(group, [p.user_id], outbox, command.correlation_id)
+        if p.user_id not in group.members:
+            raise NotFound("no such user", code="user_not_found")
         return member_view(p.user_id, member)
 
     async def handle_remove_member(self, command: RemoveMember, outbox: Outbox) -> None:
@@ -315,6 +322,8 @@ class GroupHandlers:
                 return
             # Hand over first: a crash in between leaves an owned group, never an orphan.
             await self.repo.hand_over(group.id, heir)
+            group.owner_id = heir
+            group.members[heir] = Member("owner", group.members[heir].joined_at)
             outbox.emit(
                 GROUPS_EVENTS,
                 group.id,
@@ -326,6 +335,7 @@ class GroupHandlers:
                 ),
             )
         await self.repo.remove_member(group.id, user_id)
+        group.members.pop(user_id, None)
         outbox.emit(
             GROUPS_EVENTS,
             group.id,
@@ -337,8 +347,35 @@ class GroupHandlers:
             ),
         )
 
+    async def _drop_deleted_joiners(
+        self,
+        group: GroupState,
+        user_ids: list[str],
+        outbox: Outbox,
+        correlation_id: str | None,
+    ) -> None:
+        """Undo the joins of accounts deleted while they were being added.
+
+        user_service tombstones an account before it emits UserDeleted. A join
+        checked before the tombstone but written after the UserDeleted handler read
+        the user's groups would outlive the account; checking again after the write
+        closes that gap (the write precedes this check, which precedes the tombstone,
+        which precedes UserDeleted). Best effort while the users projection is
+        rebuilt: UserDeleted still removes the account then.
+        """
+        try:
+            deleted = await self.repo.unknown_users(user_ids)
+        except Unavailable:
+            return
+        for user_id in deleted:
+            if user_id in group.members:
+                await self._remove(
+                    group, user_id, user_id, "account_deleted", outbox, correlation_id
+                )
+
     async def _delete(self, group: GroupState, outbox: Outbox, correlation_id: str | None) -> None:
         await self.repo.delete_group(group)
+        group.members.clear()
         outbox.emit(
             GROUPS_EVENTS,
             group.id,
