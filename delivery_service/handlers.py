@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from delivery_service.repository import DeliveryRepository, WatermarkMove
@@ -43,6 +44,17 @@ from libs.logging import get_logger
 from libs.push import publish_frames
 
 log = get_logger(__name__)
+
+MESSAGE_FRAMES = Counter(
+    "messenger_delivery_message_frames_total", "Message frames published for sockets"
+)
+PUSH_PAYLOADS = Counter(
+    "messenger_delivery_push_payloads_total", "PUBLISHes to gateway instances (one per batch)"
+)
+WATERMARKS_ADVANCED = Counter(
+    "messenger_delivery_watermarks_advanced_total", "Watermarks moved forward", ["kind"]
+)
+RECEIPTS_EMITTED = Counter("messenger_delivery_receipts_emitted_total", "ReceiptChanged emitted")
 
 
 def message_frame(message: MessageAcceptedPayload) -> dict[str, Any]:
@@ -94,7 +106,8 @@ async def push_messages(
             recipients = [message.receiver_id]
         # The sender's other devices show the message too (clients dedupe by id).
         pushes.append(([*recipients, message.sender_id], message_frame(message)))
-    await publish_frames(redis, keys, pushes)
+    MESSAGE_FRAMES.inc(len(pushes))
+    PUSH_PAYLOADS.inc(await publish_frames(redis, keys, pushes))
 
 
 async def advance_watermarks(
@@ -122,9 +135,11 @@ async def advance_watermarks(
         [(m.receiver_id, before, m.seq) for m, before in advanced]
     )
     for (move, _), sender_ids in zip(advanced, senders, strict=True):
+        WATERMARKS_ADVANCED.labels(move.kind).inc()
         if move.receiver_kind == "user" and move.kind == "read":
             sender_ids = {move.thread_id}  # a direct read concerns one peer's messages
         for sender_id in sorted(sender_ids - {move.reader_id}):
+            RECEIPTS_EMITTED.inc()
             outbox.emit(
                 RECEIPTS_EVENTS,
                 sender_id,
