@@ -157,12 +157,19 @@ class Ledger:
         taken = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
         return set().union(*taken)
 
-    async def claim_owner(self, claim: Claim) -> str | None:
-        """The message_id holding a claim (rare path: retries and redeliveries)."""
-        doc = await self.shards.collection_for(claim.receiver_id, CLAIMS).find_one(
-            {"_id": claim.key}
-        )
-        return None if doc is None else str(doc["message_id"])
+    async def claim_owners(self, claims: Sequence[Claim]) -> dict[str, str]:
+        """key -> message_id holding each claim (rare path: retries and redeliveries;
+        one query per shard for the whole batch)."""
+        grouped = self._by_shard(claims, lambda c: c.receiver_id)
+
+        async def on_shard(shard: int, group: list[Claim]) -> dict[str, str]:
+            cursor = self.shards.databases[shard][CLAIMS].find(
+                {"_id": {"$in": [c.key for c in group]}}
+            )
+            return {doc["_id"]: str(doc["message_id"]) async for doc in cursor}
+
+        found = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
+        return {key: owner for part in found for key, owner in part.items()}
 
     async def take_over_claim(self, claim: Claim) -> None:
         """Hand a claim whose message was never sequenced to `claim.message_id`."""
@@ -170,13 +177,21 @@ class Ledger:
             {"_id": claim.key}, {"$set": {"message_id": claim.message_id}}
         )
 
-    async def accepted_by_message_id(
-        self, receiver_id: str, message_id: str
-    ) -> MessageAcceptedPayload | None:
-        doc = await self.shards.collection_for(receiver_id, LEDGER).find_one(
-            {"receiver_id": receiver_id, "message_id": message_id}
-        )
-        return None if doc is None else accepted_from_ledger(doc)
+    async def accepted_by_message_ids(
+        self, wanted: Sequence[tuple[str, str]]
+    ) -> dict[str, MessageAcceptedPayload]:
+        """message_id -> ledger entry for (receiver_id, message_id) pairs (rare path;
+        one query per shard)."""
+        grouped = self._by_shard(wanted, lambda pair: pair[0])
+
+        async def on_shard(shard: int, group: list[tuple[str, str]]) -> list[dict[str, Any]]:
+            cursor = self.shards.databases[shard][LEDGER].find(
+                {"message_id": {"$in": [message_id for _, message_id in group]}}
+            )
+            return [doc async for doc in cursor]
+
+        found = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
+        return {doc["message_id"]: accepted_from_ledger(doc) for part in found for doc in part}
 
     async def load_positions(self, receiver_ids: Sequence[str]) -> dict[str, ReceiverPosition]:
         """The true last seq of each receiver: its counter, then the ledger beyond it."""

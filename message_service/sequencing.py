@@ -128,18 +128,20 @@ class Sequencer:
         self, claims: dict[int, Claim], taken: set[str], results: list[Acceptance | None]
     ) -> list[int]:
         """Answer retries from the ledger; return the indexes still to sequence."""
-        still: list[int] = []
-        for index, claim in claims.items():
-            if claim.key not in taken:
-                still.append(index)
-                continue
-            owner = await self.ledger.claim_owner(claim)
-            original = (
-                await self.ledger.accepted_by_message_id(claim.receiver_id, owner)
-                if owner is not None
-                else None
-            )
-            if original is not None:
+        still: list[int] = [i for i, claim in claims.items() if claim.key not in taken]
+        refused = {i: claim for i, claim in claims.items() if claim.key in taken}
+        owners = await self.ledger.claim_owners(list(refused.values()))
+        originals = await self.ledger.accepted_by_message_ids(
+            [
+                (claim.receiver_id, owners[claim.key])
+                for claim in refused.values()
+                if claim.key in owners
+            ]
+        )
+        for index, claim in refused.items():
+            owner = owners.get(claim.key)
+            original = originals.get(owner) if owner is not None else None
+            if original is not None and original.receiver_id == claim.receiver_id:
                 results[index] = Acceptance(original, fresh=False)
                 self._remember(claim.key, original)
                 continue
@@ -147,6 +149,7 @@ class Sequencer:
                 log.info("claim taken over", key=claim.key, previous=owner)
                 await self.ledger.take_over_claim(claim)
             still.append(index)
+        still.sort()
         return still
 
     async def _sequence(
