@@ -32,6 +32,7 @@ from gateway.keys import KEYS, REDIS, SETTINGS
 from gateway.sockets import RealtimeSettings, SocketHub
 from libs.contracts.keys import RedisKeys
 from libs.group_projection import group_members, user_groups
+from libs.lifecycle import add_readiness_check
 from libs.logging import get_logger
 from libs.push import connections_of, live_routes, publish_frames
 
@@ -43,11 +44,8 @@ REALTIME_SETTINGS = web.AppKey("realtime_settings", RealtimeSettings)
 PRESENCE_PEERS_MAX = 2000
 
 
-def realtime_context(app: web.Application) -> AsyncIterator[None]:
-    return _realtime(app)
-
-
-async def _realtime(app: web.Application) -> AsyncIterator[None]:
+async def realtime_context(app: web.Application) -> AsyncIterator[None]:
+    """The hub, the push channel subscription and the background loops (cleanup_ctx)."""
     settings = app[SETTINGS]
     realtime = app[REALTIME_SETTINGS]
     hub = SocketHub(app[REDIS], app[KEYS], settings.instance_id, realtime)
@@ -66,6 +64,11 @@ async def _realtime(app: web.Application) -> AsyncIterator[None]:
             _every(realtime.registry_refresh_s, _heartbeat(hub)), name="ws-registry"
         ),
     ]
+
+    async def ready() -> bool:
+        return subscribed.is_set()
+
+    add_readiness_check(app, "push_channel", ready)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(subscribed.wait(), 10)
     try:
@@ -121,6 +124,7 @@ async def _listen(
         except asyncio.CancelledError:
             raise
         except (RedisError, OSError) as exc:
+            subscribed.clear()
             log.warning("push channel lost; resubscribing", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0.5)
 
