@@ -58,6 +58,7 @@ test: up
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: up
 	@$(STACK_ENV) && $(PY) -m bench

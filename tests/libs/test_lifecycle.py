@@ -21,8 +21,14 @@ NAMESPACE = "lifecycle"
 def topics(infra: None) -> None:
     """The namespace's topics, as a deployment's bootstrap makes them."""
     env = {**os.environ, "MESSENGER_NAMESPACE": NAMESPACE, "KAFKA_PARTITIONS": "2"}
-    subprocess.run([sys.executable, "-m", "libs.bootstrap"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "libs.bootstrap"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def run_service(

@@ -38,14 +38,23 @@ class Api:
         self.http = http
         self.base_url = base_url.rstrip("/")
 
-    async def call(self, method: str, path: str, *, json: Any = None, token: str | None = None,
-                   headers: dict[str, str] | None = None, params: dict[str, Any] | None = None,
-                   data: bytes | None = None) -> Reply:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        data: bytes | None = None,
+    ) -> Reply:
         all_headers = dict(headers or {})
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(method, self.base_url + path, json=json, data=data,
-                                     headers=all_headers, params=params) as response:
+        async with self.http.request(
+            method, self.base_url + path, json=json, data=data, headers=all_headers, params=params
+        ) as response:
             raw = await response.read()
             try:
                 body: Any = await response.json(content_type=None) if raw else None
@@ -53,17 +62,24 @@ class Api:
                 body = raw.decode(errors="replace")
             return Reply(response.status, body, dict(response.headers))
 
-    async def register(self, username: str | None = None, password: str | None = None,
-                       display_name: str | None = None) -> Reply:
-        body: dict[str, Any] = {"username": username or unique_username(),
-                                "password": password or "correct horse battery"}
+    async def register(
+        self,
+        username: str | None = None,
+        password: str | None = None,
+        display_name: str | None = None,
+    ) -> Reply:
+        body: dict[str, Any] = {
+            "username": username or unique_username(),
+            "password": password or "correct horse battery",
+        }
         if display_name is not None:
             body["display_name"] = display_name
         return await self.call("POST", "/v1/users", json=body)
 
     async def login(self, username: str, password: str) -> Reply:
-        return await self.call("POST", "/v1/sessions",
-                               json={"username": username, "password": password})
+        return await self.call(
+            "POST", "/v1/sessions", json={"username": username, "password": password}
+        )
 
     async def new_user(self, prefix: str = "u") -> User:
         """Register and log in a fresh user; fail loudly if either step fails."""

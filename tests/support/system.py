@@ -143,19 +143,32 @@ class RunningSystem:
         return self.services["gateway"].url
 
     @classmethod
-    def start(cls, namespace: str, *, log_dir: Path, extra_env: dict[str, str] | None = None
-              ) -> RunningSystem:
-        env = {**os.environ, "MESSENGER_NAMESPACE": namespace, "KAFKA_PARTITIONS": "4",
-               "LOG_LEVEL": "INFO", **(extra_env or {})}
+    def start(
+        cls, namespace: str, *, log_dir: Path, extra_env: dict[str, str] | None = None
+    ) -> RunningSystem:
+        env = {
+            **os.environ,
+            "MESSENGER_NAMESPACE": namespace,
+            "KAFKA_PARTITIONS": "4",
+            "LOG_LEVEL": "INFO",
+            **(extra_env or {}),
+        }
         log_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "libs.bootstrap"], cwd=ROOT, env=env,
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "libs.bootstrap"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         system = cls(namespace=namespace, env=env, log_dir=log_dir)
         for name in SERVICES:
             if not (ROOT / name / "__main__.py").exists():
                 raise RuntimeError(f"service {name} has no __main__.py")
-            proc = ServiceProcess(name, {**env, "GATEWAY_INSTANCE_ID": f"{namespace}-gw-a"},
-                                  free_port(), log_dir)
+            proc = ServiceProcess(
+                name, {**env, "GATEWAY_INSTANCE_ID": f"{namespace}-gw-a"}, free_port(), log_dir
+            )
             system.services[name] = proc
             proc.start()
         for proc in system.services.values():
@@ -164,9 +177,13 @@ class RunningSystem:
 
     def add_gateway(self, label: str = "b") -> ServiceProcess:
         """Another gateway instance (its own reply topic and push channel)."""
-        proc = ServiceProcess("gateway", {**self.env,
-                                          "GATEWAY_INSTANCE_ID": f"{self.namespace}-gw-{label}"},
-                              free_port(), self.log_dir, instance=f"-{label}")
+        proc = ServiceProcess(
+            "gateway",
+            {**self.env, "GATEWAY_INSTANCE_ID": f"{self.namespace}-gw-{label}"},
+            free_port(),
+            self.log_dir,
+            instance=f"-{label}",
+        )
         proc.start()
         proc.wait_ready()
         self.extra_gateways.append(proc)
