@@ -23,7 +23,7 @@ PROJECTION = "groups"
 def projection_unavailable() -> Unavailable:
     """The 503 a reader answers while the projection is incomplete."""
     return Unavailable(
-        "group and block data is being rebuilt; retry shortly", code="groupsprojection_unavailable"
+        "group and block data is being rebuilt; retry shortly", code="projection_rebuilding"
     )
 
 
