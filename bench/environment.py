@@ -85,7 +85,8 @@ class BenchSystem:
     def messages_collections(self) -> list[object]:
         if not self.mongo:
             self.mongo = [
-                AsyncMongoClient(uri, serverSelectionTimeoutMS=5000) for uri in self.mongo_uris
+                AsyncMongoClient(uri, serverSelectionTimeoutMS=5000, socketTimeoutMS=60_000)
+                for uri in self.mongo_uris
             ]
         return [client[self.database][MESSAGES_COLLECTION] for client in self.mongo]
 
