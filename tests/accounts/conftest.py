@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from libs.contracts.keys import RedisKeys
-from libs.settings import LOCAL_REDIS
+from tests.support import endpoints
 from tests.support.client import Api
 from tests.support.system import RunningSystem
 
@@ -26,7 +26,7 @@ def keys(system: RunningSystem) -> RedisKeys:
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(LOCAL_REDIS, decode_responses=True)
+    client = Redis.from_url(endpoints.redis_url(), decode_responses=True)
     try:
         yield client
     finally:

@@ -20,7 +20,7 @@ from libs.contracts.users import USER_EVENTS, RegisterUser, RegisterUserPayload
 from libs.errors import Conflict
 from libs.ids import new_id
 from libs.projections import USERS_PROJECTION, user_exists
-from libs.settings import LOCAL_KAFKA
+from tests.support import endpoints
 from tests.support.client import Api, unique_username
 from tests.support.system import RunningSystem
 
@@ -28,11 +28,11 @@ from tests.support.system import RunningSystem
 @pytest.fixture
 async def requests(system: RunningSystem) -> AsyncIterator[RequestClient]:
     """A request-reply client of its own, as a gateway has (own reply topic)."""
-    producer = Producer(LOCAL_KAFKA, system.namespace)
+    producer = Producer(endpoints.kafka(), system.namespace)
     await producer.start()
     client = RequestClient(
         producer,
-        bootstrap=LOCAL_KAFKA,
+        bootstrap=endpoints.kafka(),
         namespace=system.namespace,
         instance_id="test-" + secrets.token_hex(4),
         default_timeout_s=20,
@@ -113,7 +113,7 @@ async def test_account_changes_are_published_as_events(api: Api, system: Running
     codec = Codec(*USER_EVENTS)
     consumer = AIOKafkaConsumer(
         namespaced(USERS_EVENTS, system.namespace),
-        bootstrap_servers=LOCAL_KAFKA,
+        bootstrap_servers=endpoints.kafka(),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -14,14 +14,14 @@ import pytest
 from redis.asyncio import Redis
 
 from libs.contracts.keys import RedisKeys
-from libs.settings import LOCAL_REDIS
 from tests.groups.helpers import eventually
+from tests.support import endpoints
 from tests.support.client import Api, User
 
 
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(LOCAL_REDIS, decode_responses=True)
+    client = Redis.from_url(endpoints.redis_url(), decode_responses=True)
     yield client
     await client.aclose()
 

@@ -23,15 +23,15 @@ from libs.contracts.groups import (
 )
 from libs.contracts.topics import GROUPS_COMMANDS
 from libs.ids import new_id
-from libs.settings import LOCAL_KAFKA
 from tests.groups.helpers import eventually
+from tests.support import endpoints
 from tests.support.client import Api, Reply
 from tests.support.system import RunningSystem
 
 
 @pytest.fixture
 async def producer(system: RunningSystem, namespace: str) -> AsyncIterator[Producer]:
-    producer = Producer(LOCAL_KAFKA, namespace)
+    producer = Producer(endpoints.kafka(), namespace)
     await producer.start()
     yield producer
     await producer.stop()

@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from group_service.repository import GroupRepository, GroupState, Member, ProjectionLost
 from libs.contracts.keys import RedisKeys
 from libs.ids import new_id
-from libs.settings import LOCAL_MONGO_SHARDS, LOCAL_REDIS
 from libs.storage.mongo import open_shards
+from tests.support import endpoints
 
 NOW = datetime(2026, 11, 22, 4, 0, 0, 123000, tzinfo=UTC)
 
@@ -27,8 +27,8 @@ NOW = datetime(2026, 11, 22, 4, 0, 0, 123000, tzinfo=UTC)
 @pytest.fixture
 async def repo(infra: None) -> AsyncIterator[GroupRepository]:
     namespace = "r" + secrets.token_hex(5)
-    shards = open_shards(LOCAL_MONGO_SHARDS, f"messenger_{namespace}")
-    redis = Redis.from_url(LOCAL_REDIS, decode_responses=True)
+    shards = open_shards(endpoints.mongo_shards(), f"messenger_{namespace}")
+    redis = Redis.from_url(endpoints.redis_url(), decode_responses=True)
     repository = GroupRepository(shards, redis, RedisKeys(namespace))
     await repository.bootstrap()
     assert await repository.rebuild_projection() == {"groups": 0, "memberships": 0, "blocks": 0}

@@ -19,7 +19,7 @@ from libs.bus.request_reply import RequestClient
 from libs.contracts.envelope import Codec, Envelope, Payload
 from libs.contracts.topics import dead_letter_topic, namespaced
 from libs.errors import NotFound, ReplyTimeout
-from libs.settings import LOCAL_KAFKA
+from tests.support import endpoints
 
 TOPIC = "bustest.commands.v1"
 EVENTS = "bustest.events.v1"
@@ -43,13 +43,13 @@ class Ponged(Envelope):
 async def bus_namespace(infra: None) -> str:
     namespace = "b" + secrets.token_hex(5)
     topics = [TOPIC, EVENTS, dead_letter_topic(TOPIC)]
-    await ensure_topics(LOCAL_KAFKA, [namespaced(t, namespace) for t in topics], partitions=2)
+    await ensure_topics(endpoints.kafka(), [namespaced(t, namespace) for t in topics], partitions=2)
     return namespace
 
 
 @pytest.fixture
 async def producer(bus_namespace: str) -> AsyncIterator[Producer]:
-    producer = Producer(LOCAL_KAFKA, bus_namespace)
+    producer = Producer(endpoints.kafka(), bus_namespace)
     await producer.start()
     yield producer
     await producer.stop()
@@ -62,7 +62,7 @@ def make_loop(namespace: str, producer: Producer, handler, group: str) -> Consum
         codec=Codec(Ping),
         handler=handler,
         producer=producer,
-        bootstrap=LOCAL_KAFKA,
+        bootstrap=endpoints.kafka(),
         namespace=namespace,
         max_batch=50,
         linger_ms=5,
@@ -80,7 +80,7 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no
 async def read_all(topic: str, expected: int, timeout: float = 30.0) -> list:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=LOCAL_KAFKA,
+        bootstrap_servers=endpoints.kafka(),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -122,7 +122,7 @@ async def test_round_trip_emits_events_and_commits(bus_namespace: str, producer:
     assert sorted(Codec(Ponged).decode(r.value).payload.n for r in events) == list(range(100))
     # Every partition's committed offset is past everything it held.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=LOCAL_KAFKA, group_id=f"{bus_namespace}.roundtrip"
+        bootstrap_servers=endpoints.kafka(), group_id=f"{bus_namespace}.roundtrip"
     )
     await consumer.start()
     try:
@@ -226,7 +226,7 @@ async def test_request_reply_returns_results_and_domain_errors(
     loop = make_loop(bus_namespace, producer, dispatch_each({Ping: handle_ping}), "rr")
     client = RequestClient(
         producer,
-        bootstrap=LOCAL_KAFKA,
+        bootstrap=endpoints.kafka(),
         namespace=bus_namespace,
         instance_id="test-" + secrets.token_hex(3),
         default_timeout_s=20,
@@ -246,7 +246,7 @@ async def test_request_reply_returns_results_and_domain_errors(
     # Nobody consumes this topic: the request times out with a 504-class error.
     silent = RequestClient(
         producer,
-        bootstrap=LOCAL_KAFKA,
+        bootstrap=endpoints.kafka(),
         namespace=bus_namespace,
         instance_id="test-" + secrets.token_hex(3),
         default_timeout_s=0.5,

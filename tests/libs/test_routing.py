@@ -7,9 +7,9 @@ from collections import Counter
 
 from pymongo import AsyncMongoClient
 
-from libs.settings import LOCAL_MONGO_SHARDS
 from libs.storage.mongo import CollectionSpec, IndexSpec, bootstrap_collections, open_shards
 from libs.storage.routing import ShardRouter, jump_hash, key_hash
+from tests.support import endpoints
 
 
 def test_jump_hash_is_stable_and_in_range() -> None:
@@ -39,7 +39,7 @@ def test_adding_a_shard_moves_few_receivers_and_only_to_the_new_one() -> None:
 
 async def test_documents_are_on_the_shard_the_router_names(infra: None) -> None:
     database = "routing_" + secrets.token_hex(4)
-    shards = open_shards(LOCAL_MONGO_SHARDS, database)
+    shards = open_shards(endpoints.mongo_shards(), database)
     try:
         spec = CollectionSpec("items", (IndexSpec([("receiver_id", 1)], "receiver"),))
         await bootstrap_collections(shards, [spec])
@@ -47,7 +47,7 @@ async def test_documents_are_on_the_shard_the_router_names(infra: None) -> None:
         for receiver in receivers:
             await shards.collection_for(receiver, "items").insert_one({"receiver_id": receiver})
         # Read each FerretDB process directly, bypassing the router.
-        for index, uri in enumerate(LOCAL_MONGO_SHARDS):
+        for index, uri in enumerate(endpoints.mongo_shards()):
             client: AsyncMongoClient = AsyncMongoClient(uri)
             try:
                 stored = {d["receiver_id"] async for d in client[database]["items"].find({})}

@@ -8,8 +8,8 @@ import aiohttp
 from redis.asyncio import Redis
 
 from libs.contracts.keys import RedisKeys
-from libs.settings import LOCAL_REDIS
 from tests.realtime.test_delivery import eventually, history, send
+from tests.support import endpoints
 from tests.support.client import Api
 from tests.support.system import RunningSystem
 
@@ -30,7 +30,7 @@ async def test_status_survives_the_loss_of_the_watermark_cache(
     assert read.status == 200
 
     keys = RedisKeys(namespace)
-    redis = Redis.from_url(system.env.get("REDIS_URL", LOCAL_REDIS), decode_responses=True)
+    redis = Redis.from_url(endpoints.redis_url(), decode_responses=True)
     try:
         doomed = [keys.projection_ready("receipts")]
         for pattern in (keys.key("wm_delivered", "*"), keys.key("wm_read", "*")):

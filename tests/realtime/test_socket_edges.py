@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 
 from gateway.sockets import RealtimeSettings
 from libs.contracts.keys import RedisKeys
-from libs.settings import LOCAL_REDIS
 from tests.realtime.test_delivery import eventually, second_gateway
 from tests.realtime.wsclient import connect
+from tests.support import endpoints
 from tests.support.client import Api
 
 
@@ -36,7 +36,7 @@ async def test_handshake_requires_a_valid_token(system, http) -> None:
 async def test_expired_session_is_refused_at_the_handshake(system, http, namespace) -> None:
     api = Api(http, system.gateway_url)
     user = await api.new_user("exp")
-    redis = Redis.from_url(system.env.get("REDIS_URL", LOCAL_REDIS), decode_responses=True)
+    redis = Redis.from_url(endpoints.redis_url(), decode_responses=True)
     try:
         from gateway.auth import token_hash
 
