@@ -93,7 +93,10 @@ async def test_paging_a_long_conversation_with_dates_while_messages_arrive(api: 
         stop.set()
         await background
     ids = [m["id"] for m in seen]
-    assert len(ids) == len(set(ids)), "a message was repeated across pages"
+    repeated = {i for i in ids if ids.count(i) > 1}
+    assert not repeated, "a message was repeated across pages: " + str(
+        [(n, m["id"], m["created_at"], m["seq"]) for n, m in enumerate(seen) if m["id"] in repeated]
+    )
     assert set(by_id) <= set(ids), "a message was skipped"
     assert set(ids) - set(by_id) <= {m["id"] for m in arrived}
     keys = [(datetime.fromisoformat(m["created_at"]), m["id"]) for m in seen]
