@@ -55,7 +55,12 @@ class MongoShards:
     """One client and database per shard, and the router over them."""
 
     def __init__(
-        self, uris: Sequence[str], database: str, *, server_selection_timeout_ms: int = 5000
+        self,
+        uris: Sequence[str],
+        database: str,
+        *,
+        server_selection_timeout_ms: int = 5000,
+        socket_timeout_ms: int = 30_000,
     ) -> None:
         self.uris = tuple(uris)
         self.clients: tuple[AsyncMongoClient[dict[str, Any]], ...] = tuple(
@@ -63,6 +68,9 @@ class MongoShards:
                 uri,
                 serverSelectionTimeoutMS=server_selection_timeout_ms,
                 connectTimeoutMS=server_selection_timeout_ms,
+                # A shard that stops answering (seen with FerretDB under load) must
+                # fail the call, so the batch is retried, rather than hang it forever.
+                socketTimeoutMS=socket_timeout_ms,
                 tz_aware=True,
                 uuidRepresentation="standard",
             )
