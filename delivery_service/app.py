@@ -12,13 +12,11 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from delivery_service.handlers import handle_batch
 from delivery_service.repository import WATERMARKS, DeliveryRepository
 from delivery_service.settings import DeliveryServiceSettings
 from libs.bus.consumer import ConsumerLoop
-from libs.bus.producer import Producer
 from libs.contracts.envelope import Codec
 from libs.contracts.groups import GROUP_EVENTS
 from libs.contracts.keys import RedisKeys
@@ -31,6 +29,9 @@ from libs.contracts.topics import (
     RECEIPTS_EVENTS,
 )
 from libs.lifecycle import (
+    MONGO,
+    PRODUCER,
+    REDIS,
     consumer_context,
     create_base_app,
     mongo_context,
@@ -38,13 +39,10 @@ from libs.lifecycle import (
     redis_context,
 )
 from libs.logging import get_logger
-from libs.storage.mongo import MongoShards, bootstrap_collections
+from libs.storage.mongo import bootstrap_collections
 
 log = get_logger(__name__)
 
-REDIS = web.AppKey("redis", Redis)
-MONGO = web.AppKey("mongo", MongoShards)
-PRODUCER = web.AppKey("producer", Producer)
 REPOSITORY = web.AppKey("repository", DeliveryRepository)
 
 

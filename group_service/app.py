@@ -16,7 +16,6 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from group_service.handlers import GroupHandlers, ignore_event
 from group_service.repository import GroupRepository
@@ -24,13 +23,15 @@ from group_service.settings import GroupServiceSettings
 from libs.bus.consumer import BatchHandler, ConsumerLoop, Delivery
 from libs.bus.dispatch import dispatch_each
 from libs.bus.outbox import Outbox
-from libs.bus.producer import Producer
 from libs.contracts.envelope import Codec
 from libs.contracts.groups import GROUP_COMMANDS
 from libs.contracts.keys import RedisKeys
 from libs.contracts.topics import GROUPS_COMMANDS, USERS_EVENTS
 from libs.contracts.users import USER_EVENTS, UserDeleted
 from libs.lifecycle import (
+    MONGO,
+    PRODUCER,
+    REDIS,
     add_readiness_check,
     consumer_context,
     create_base_app,
@@ -39,13 +40,9 @@ from libs.lifecycle import (
     redis_context,
 )
 from libs.logging import get_logger
-from libs.storage.mongo import MongoShards
 
 log = get_logger(__name__)
 
-REDIS = web.AppKey("redis", Redis)
-MONGO = web.AppKey("mongo", MongoShards)
-PRODUCER = web.AppKey("producer", Producer)
 REPOSITORY = web.AppKey("repository", GroupRepository)
 PROJECTION_LOCK = web.AppKey("projection_lock", asyncio.Lock)
 

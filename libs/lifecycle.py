@@ -35,6 +35,10 @@ from libs.storage.mongo import MongoShards, open_shards
 log = get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+#: The shared resources every service may open, filled by the contexts below.
+REDIS = web.AppKey("redis", Redis)
+MONGO = web.AppKey("mongo", MongoShards)
+PRODUCER = web.AppKey("producer", Producer)
 READINESS = web.AppKey("readiness", dict[str, ReadinessCheck])
 SERVICE_NAME = web.AppKey("service_name", str)
 STARTED_AT = web.AppKey("started_at", float)

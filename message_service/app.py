@@ -11,30 +11,27 @@ from collections.abc import AsyncIterator
 from functools import partial
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from libs.bus.consumer import ConsumerLoop
-from libs.bus.producer import Producer
 from libs.contracts.envelope import Codec
 from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import MESSAGE_COMMANDS
 from libs.contracts.topics import MESSAGES_COMMANDS
 from libs.lifecycle import (
+    MONGO,
+    PRODUCER,
+    REDIS,
     consumer_context,
     create_base_app,
     mongo_context,
     producer_context,
     redis_context,
 )
-from libs.storage.mongo import MongoShards, bootstrap_collections
+from libs.storage.mongo import bootstrap_collections
 from message_service.handlers import Validator, handle_send_batch
 from message_service.repository import COLLECTIONS, Ledger, RecentCache
 from message_service.sequencing import Sequencer
 from message_service.settings import MessageServiceSettings
-
-REDIS = web.AppKey("redis", Redis)
-MONGO = web.AppKey("mongo", MongoShards)
-PRODUCER = web.AppKey("producer", Producer)
 
 
 def create_app(settings: MessageServiceSettings) -> web.Application:

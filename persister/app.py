@@ -12,18 +12,21 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus.consumer import ConsumerLoop
-from libs.bus.producer import Producer
 from libs.contracts.envelope import Codec
 from libs.contracts.messages import MESSAGE_EVENTS
 from libs.contracts.topics import MESSAGES_EVENTS
-from libs.lifecycle import consumer_context, create_base_app, mongo_context, producer_context
-from libs.storage.mongo import MongoShards, bootstrap_collections
+from libs.lifecycle import (
+    MONGO,
+    PRODUCER,
+    consumer_context,
+    create_base_app,
+    mongo_context,
+    producer_context,
+)
+from libs.storage.mongo import bootstrap_collections
 from persister.handlers import persist_batch
 from persister.repository import COLLECTIONS, MessageStore
 from persister.settings import PersisterSettings
-
-MONGO = web.AppKey("mongo", MongoShards)
-PRODUCER = web.AppKey("producer", Producer)
 
 
 def create_app(settings: PersisterSettings) -> web.Application:

@@ -13,11 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from libs.bus.consumer import ConsumerLoop
 from libs.bus.dispatch import dispatch_each
-from libs.bus.producer import Producer
 from libs.contracts.envelope import Codec
 from libs.contracts.keys import RedisKeys
 from libs.contracts.topics import USERS_COMMANDS
@@ -31,6 +29,9 @@ from libs.contracts.users import (
     UpdateProfile,
 )
 from libs.lifecycle import (
+    MONGO,
+    PRODUCER,
+    REDIS,
     add_readiness_check,
     consumer_context,
     create_base_app,
@@ -39,7 +40,7 @@ from libs.lifecycle import (
     redis_context,
 )
 from libs.logging import get_logger
-from libs.storage.mongo import MongoShards, bootstrap_collections
+from libs.storage.mongo import bootstrap_collections
 from user_service import handlers
 from user_service.handlers import Accounts
 from user_service.passwords import Passwords
@@ -48,9 +49,6 @@ from user_service.settings import UserServiceSettings
 
 log = get_logger(__name__)
 
-REDIS = web.AppKey("redis", Redis)
-MONGO = web.AppKey("mongo", MongoShards)
-PRODUCER = web.AppKey("producer", Producer)
 REPOSITORY = web.AppKey("repository", UserRepository)
 
 
