@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import Counter
 from pymongo import ASCENDING, DESCENDING
 
 from gateway.keys import KEYS, MONGO, REDIS
@@ -43,8 +44,15 @@ from libs.contracts.messages import (
     to_millis,
 )
 from libs.errors import Invalid
+from libs.logging import get_logger
 
 MESSAGES = "messages"  # the persister's collection
+log = get_logger(__name__)
+HISTORY_ANOMALIES = Counter(
+    "messenger_history_anomalies_total",
+    "Rows dropped from a history page because they broke its invariants",
+    ["kind"],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +228,7 @@ async def read_history(
     cached: list[MessageView] = []
     if positions:
         raw_bodies = await redis.hmget(bodies, positions)
-        cached = [_view(raw) for raw in raw_bodies if raw is not None]
+        cached = _unique(_view(raw) for raw in raw_bodies if raw is not None)
 
     covered_from = max(marker_values) if exists and marker_values and all(marker_values) else None
     if covered_from is not None:
@@ -242,8 +250,33 @@ async def read_history(
     merged = {m.id: m for m in cached if _in_range(_pos(m), lower, upper)}
     for documents in found:
         for message in documents:
-            merged.setdefault(message.id, message)
+            # The range is checked here too: a row outside it would repeat across pages.
+            if _in_range(_pos(message), lower, upper):
+                merged.setdefault(message.id, message)
+            else:
+                _anomaly("storage row outside the range", message)
+            previous = merged.get(message.id)
+            if previous is not None and _pos(previous) != _pos(message):
+                _anomaly("cache and storage disagree on the position", message)
     return _page(list(merged.values()), limit, ascending)
+
+
+def _unique(messages: Iterable[MessageView]) -> list[MessageView]:
+    """One entry per message id (the cache is keyed by position, not by id)."""
+    seen: set[str] = set()
+    unique: list[MessageView] = []
+    for message in messages:
+        if message.id in seen:
+            _anomaly("message cached at two positions", message)
+            continue
+        seen.add(message.id)
+        unique.append(message)
+    return unique
+
+
+def _anomaly(kind: str, message: MessageView) -> None:
+    HISTORY_ANOMALIES.labels(kind).inc()
+    log.warning("history anomaly", kind=kind, message_id=message.id, position=_pos(message))
 
 
 def _page(messages: Sequence[MessageView], limit: int, ascending: bool) -> Page:

@@ -56,6 +56,9 @@ class HistoryPage(BaseModel):
     #: Pass as `before` (or as `after`, when this page was asked with `after`) for the
     #: next page in the same direction; null when the page is empty.
     next_cursor: str | None
+    #: The cursor of the page's other edge: pass as `after` (or as `before`, when this
+    #: page was asked with `after`) to page the other way without repeating this page.
+    prev_cursor: str | None
     has_more: bool
 
 
@@ -155,12 +158,16 @@ async def get_history(
         ascending=ascending,
     )
     await annotate_status(request.app, principal.user_id, page.messages)
-    edge = None
+    next_cursor = prev_cursor = None
     if page.messages:
-        edge = page.messages[0] if ascending else page.messages[-1]
+        newest, oldest = page.messages[0], page.messages[-1]
+        next_edge, prev_edge = (newest, oldest) if ascending else (oldest, newest)
+        next_cursor = history_cursor(conversation, next_edge)
+        prev_cursor = history_cursor(conversation, prev_edge)
     return HistoryPage(
         messages=page.messages,
-        next_cursor=history_cursor(conversation, edge) if edge else None,
+        next_cursor=next_cursor,
+        prev_cursor=prev_cursor,
         has_more=page.has_more,
     )
 

@@ -158,3 +158,8 @@ async def test_group_send_history_and_seq(api: Api) -> None:
     assert older.body["has_more"] is False
     forward = await history(api, bob, group=group_id, limit=2, after=older.body["next_cursor"])
     assert [m["content"] for m in forward.body["messages"]] == ["g2", "g1"]
+    # prev_cursor turns back from the page's other edge, repeating nothing of it.
+    back = await history(api, bob, group=group_id, limit=2, after=older.body["prev_cursor"])
+    assert [m["content"] for m in back.body["messages"]] == ["g3", "g2"]
+    back = await history(api, bob, group=group_id, limit=2, before=forward.body["prev_cursor"])
+    assert [m["content"] for m in back.body["messages"]] == ["g0"]
