@@ -88,6 +88,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     rows: list[Row] = []
     batches: dict[str, dict[str, float]] = {}
+    storage_check: dict[str, int | bool] = {}
     timeout = aiohttp.ClientTimeout(total=60)
     try:
         async with aiohttp.ClientSession(
@@ -113,6 +114,7 @@ async def run(args: argparse.Namespace) -> int:
                 except NotAvailable as exc:
                     ctx.seed_error = str(exc)
                     log(f"seeding: {exc}")
+            await bench.baseline_storage()
             done: set[str] = set()
             for number in ALL:
                 if number not in args.selected or number in done:
@@ -154,6 +156,10 @@ async def run(args: argparse.Namespace) -> int:
                     )
             if "8" in args.selected and {"1", "2"} & args.selected:
                 rows += scenarios.ratios(ctx)
+            log("storage check: counting the shards' documents (the load has stopped)")
+            counted, expected = await bench.verify_storage()
+            storage_ok = counted == expected
+            storage_check = {"counted": counted, "expected": expected, "ok": storage_ok}
             batches = await profile.batch_stats(
                 http, {name: proc.url for name, proc in bench.system.services.items()}
             )
@@ -174,6 +180,13 @@ async def run(args: argparse.Namespace) -> int:
     if args.profile and ctx.profile_dir is not None and ctx.profile_dir.exists():
         print(f"\nprofiles (py-spy, scenario 3, run 1) in {ctx.profile_dir}:")
         print(profile.report(ctx.profile_dir))
+    if storage_check:
+        verdict = "ok" if storage_check["ok"] else "MISMATCH"
+        print(
+            f"\nstorage check: {storage_check['counted']:,} documents in the shards, "
+            f"{storage_check['expected']:,} expected (count before the load + the "
+            f"persister's acknowledged writes + scenario 6's direct inserts): {verdict}"
+        )
     meta = {
         "mode": mode,
         "finished_at": datetime.now(UTC).isoformat(),
@@ -188,11 +201,12 @@ async def run(args: argparse.Namespace) -> int:
             "namespace": bench.namespace,
         },
         "consumer_batches": batches,
+        "storage_check": storage_check,
     }
     path = write_json(rows, meta)
     print(f"\n{len(rows)} figures in {elapsed:.0f}s; written to {path}")
     failed = [r for r in rows if r.status.startswith("failed")]
-    return 1 if failed else 0
+    return 1 if failed or (storage_check and not storage_check["ok"]) else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,6 +75,7 @@ async def grow_to(ctx: Any, total: int, state: dict[str, int]) -> float:
                 )
             )
         await insert_documents(collections, docs)
+        ctx.bench.inserted_directly += count
         have += count
     return time.monotonic() - started
 

@@ -216,7 +216,7 @@ async def send_step(
 ) -> Step:
     """Offer `rate` messages/s for `duration_s` from several client processes."""
     senders = senders or [(s.token, r.id) for s, r in ctx.pairs()]
-    before = sum(await ctx.bench.persisted_count()) if check_persisted else 0
+    before = await ctx.bench.stored_count() if check_persisted else 0
     n = max(1, min(ctx.plan.client_processes, len(senders)))
     start_at = time.monotonic() + (4.0 if transport == "ws" else 2.0)
     jobs = [
