@@ -58,6 +58,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="record the services with py-spy during scenario 3 (perturbs it)",
     )
+    parser.add_argument(
+        "--e2e-rate",
+        type=int,
+        default=0,
+        help="scenario 3/7's send rate in msg/s (default: 1,000; quick: 100)",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else list(ALL)
     unknown = sorted(set(chosen) - set(ALL))
@@ -77,6 +83,8 @@ async def run(args: argparse.Namespace) -> int:
     plan = scenarios.Plan.quick() if args.quick else scenarios.Plan.full()
     if args.runs:
         plan = dataclasses.replace(plan, runs=args.runs)
+    if args.e2e_rate:
+        plan = dataclasses.replace(plan, e2e_rate=args.e2e_rate)
     log(
         f"bench ({mode}): scenarios {', '.join(s for s in ALL if s in args.selected)}; "
         "starting the stack and the services"

@@ -28,7 +28,7 @@ from libs.contracts.messages import MessageAcceptedPayload
 from libs.errors import Unavailable
 from libs.group_projection import PROJECTION as GROUPS_PROJECTION
 from libs.receipt_projection import COLLECTION, PROJECTION, document_id
-from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
+from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, bulk_update
 
 WATERMARKS = CollectionSpec(
     name=COLLECTION,
@@ -173,7 +173,7 @@ class DeliveryRepository:
                 )
             )
         for shard, operations in by_shard.items():
-            await self.mongo.databases[shard][COLLECTION].bulk_write(operations, ordered=False)
+            await bulk_update(self.mongo.databases[shard][COLLECTION], operations)
 
     async def cache_watermarks(self, moves: Sequence[WatermarkMove]) -> list[int]:
         """Move the Redis watermarks forward; returns each one's previous value."""

@@ -37,7 +37,7 @@ from libs.contracts.messages import (
     position,
     to_millis,
 )
-from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
+from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, bulk_update
 
 CLAIMS = "message_keys"
 LEDGER = "accepted"
@@ -249,7 +249,8 @@ class Ledger:
         """One $max per receiver, one bulk write per shard."""
         grouped = self._by_shard(positions.items(), lambda item: item[0])
         await _all_shards(
-            self.shards.databases[shard][COUNTERS].bulk_write(
+            bulk_update(
+                self.shards.databases[shard][COUNTERS],
                 [
                     UpdateOne(
                         {"_id": receiver_id},
@@ -258,7 +259,6 @@ class Ledger:
                     )
                     for receiver_id, pos in group
                 ],
-                ordered=False,
             )
             for shard, group in grouped.items()
         )

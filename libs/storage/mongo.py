@@ -11,6 +11,14 @@ Locally each shard is FerretDB v1 with its SQLite backend, which enforces unique
 indexes on writes but answers reads by scanning the collection (its explain shows
 no pushdown but for _id equality). Hot paths therefore avoid MongoDB reads; see
 docs/storage.md.
+
+`bulk_update` is the one way to send many update statements: FerretDB v1.24
+keeps every statement's query open until the whole `update` command ends (a
+`defer` inside its loop over statements, internal/handler/msg_update.go) and
+its SQLite pool allows 100 connections per database, so one command of 100
+statements, or a few concurrent ones adding up to it, wait forever on their
+own connections and wedge that database. Commands of at most
+`UPDATE_STATEMENTS_PER_COMMAND` statements, sent one after another, cannot.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
@@ -31,6 +39,21 @@ from libs.storage.routing import ShardRouter
 log = get_logger(__name__)
 
 IndexKeys = list[tuple[str, int | str]]
+
+#: Update statements per `update` command (see the module docstring): a quarter of
+#: FerretDB's per-database pool, so a few writers at once stay well clear of it.
+UPDATE_STATEMENTS_PER_COMMAND = 25
+
+
+async def bulk_update(
+    collection: AsyncCollection[dict[str, Any]],
+    operations: Sequence[UpdateOne],
+    *,
+    per_command: int = UPDATE_STATEMENTS_PER_COMMAND,
+) -> None:
+    """Unordered updates in commands of at most `per_command` statements, in sequence."""
+    for start in range(0, len(operations), per_command):
+        await collection.bulk_write(list(operations[start : start + per_command]), ordered=False)
 
 
 @dataclass(frozen=True)
