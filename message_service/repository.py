@@ -3,12 +3,12 @@
 The only code touching message_service's collections and keys. Everything lives
 on the receiver's shard (DESIGN.md §4):
 
-- `message_keys`: one claim per dedupe key (_id), `{message_id, receiver_id}`.
-  The dedupe key is `receiver|sender|client_msg_id` (or `receiver|id|message_id`
-  without one), so a retry or a redelivery is recognised by a unique-key insert,
-  never by a read on the hot path.
 - `accepted`: the ledger of seq assignments, `_id = "<receiver_id>:<seq>"`,
-  unique (receiver_id, seq) and message_id; it holds the whole accepted message,
+  with unique (receiver_id, seq), (receiver_id, key) and (receiver_id,
+  message_id). `key` is the dedupe key `receiver|sender|client_msg_id` (or
+  `receiver|id|message_id` without one), so one insert both claims the message
+  and records its seq: a retry or a redelivery is recognised by a refused
+  insert, never by a read on the hot path. It holds the whole accepted message,
   so a retry answers the original.
 - `sequence_counters`: `_id = receiver_id`, `{seq, created_ms}` advanced with
   $max once per receiver per batch; the ledger may run ahead of it by the batch
@@ -21,6 +21,7 @@ recent_bodies), written here before the reply so history is read-your-writes.
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,7 +40,6 @@ from libs.contracts.messages import (
 )
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, bulk_update
 
-CLAIMS = "message_keys"
 LEDGER = "accepted"
 COUNTERS = "sequence_counters"
 DUPLICATE_KEY = 11000
@@ -47,20 +47,26 @@ T = TypeVar("T")
 
 COLLECTIONS = (
     CollectionSpec(
-        CLAIMS,
-        indexes=(IndexSpec([("receiver_id", 1)], "receiver"),),
-        shard_key={"_id": "hashed"},
-    ),
-    CollectionSpec(
         LEDGER,
         indexes=(
             IndexSpec([("receiver_id", 1), ("seq", 1)], "receiver_seq", unique=True),
-            IndexSpec([("message_id", 1)], "message_id", unique=True),
+            IndexSpec([("receiver_id", 1), ("key", 1)], "receiver_key", unique=True),
+            IndexSpec([("receiver_id", 1), ("message_id", 1)], "receiver_message", unique=True),
         ),
         shard_key={"receiver_id": "hashed"},
     ),
     CollectionSpec(COUNTERS, shard_key={"_id": "hashed"}),
 )
+
+
+class Outcome(enum.Enum):
+    """What an ordered ledger insert did with one entry."""
+
+    STORED = "stored"
+    #: A duplicate key: the same message already has an entry, or its seq is taken.
+    REFUSED = "refused"
+    #: After a refused entry of the same shard: not attempted.
+    UNWRITTEN = "unwritten"
 
 
 def dedupe_key(receiver_id: str, sender_id: str, client_msg_id: str | None, message_id: str) -> str:
@@ -78,29 +84,14 @@ class ReceiverPosition:
     created_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    key: str
-    receiver_id: str
-    message_id: str
-
-
-def duplicate_indexes(error: BulkWriteError) -> set[int]:
-    """Indexes (in the insert) of the documents refused as duplicates; raise otherwise."""
-    details = error.details or {}
-    others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-    if others or details.get("writeConcernErrors"):
-        raise error
-    return {int(e["index"]) for e in details.get("writeErrors", [])}
-
-
 def _ledger_id(receiver_id: str, seq: int) -> str:
     return f"{receiver_id}:{seq}"
 
 
-def ledger_document(message: MessageAcceptedPayload) -> dict[str, Any]:
+def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]:
     return {
         "_id": _ledger_id(message.receiver_id, message.seq),
+        "key": key,
         "receiver_id": message.receiver_id,
         "seq": message.seq,
         "message_id": message.message_id,
@@ -139,59 +130,31 @@ class Ledger:
             grouped.setdefault(self.shards.shard_index(receiver_of(item)), []).append(item)
         return grouped
 
-    async def claim(self, claims: Sequence[Claim]) -> set[str]:
-        """Insert the claims; return the keys that were already claimed (one write per shard)."""
-
-        async def on_shard(shard: int, group: list[Claim]) -> set[str]:
-            docs = [
-                {"_id": c.key, "message_id": c.message_id, "receiver_id": c.receiver_id}
-                for c in group
-            ]
-            try:
-                await self.shards.databases[shard][CLAIMS].insert_many(docs, ordered=False)
-            except BulkWriteError as exc:
-                return {group[i].key for i in duplicate_indexes(exc)}
-            return set()
-
-        grouped = self._by_shard(claims, lambda c: c.receiver_id)
-        taken = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
-        return set().union(*taken)
-
-    async def claim_owners(self, claims: Sequence[Claim]) -> dict[str, str]:
-        """key -> message_id holding each claim (rare path: retries and redeliveries;
-        one query per shard for the whole batch)."""
-        grouped = self._by_shard(claims, lambda c: c.receiver_id)
-
-        async def on_shard(shard: int, group: list[Claim]) -> dict[str, str]:
-            cursor = self.shards.databases[shard][CLAIMS].find(
-                {"_id": {"$in": [c.key for c in group]}}
-            )
-            return {doc["_id"]: str(doc["message_id"]) async for doc in cursor}
-
-        found = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
-        return {key: owner for part in found for key, owner in part.items()}
-
-    async def take_over_claim(self, claim: Claim) -> None:
-        """Hand a claim whose message was never sequenced to `claim.message_id`."""
-        await self.shards.collection_for(claim.receiver_id, CLAIMS).update_one(
-            {"_id": claim.key}, {"$set": {"message_id": claim.message_id}}
-        )
-
-    async def accepted_by_message_ids(
-        self, wanted: Sequence[tuple[str, str]]
+    async def originals(
+        self, wanted: Sequence[tuple[str, str, str]]
     ) -> dict[str, MessageAcceptedPayload]:
-        """message_id -> ledger entry for (receiver_id, message_id) pairs (rare path;
-        one query per shard)."""
-        grouped = self._by_shard(wanted, lambda pair: pair[0])
+        """Ledger entries of (receiver_id, key, message_id) triples, by key and by
+        message_id (rare path: retries and redeliveries; one query per shard)."""
+        grouped = self._by_shard(wanted, lambda triple: triple[0])
 
-        async def on_shard(shard: int, group: list[tuple[str, str]]) -> list[dict[str, Any]]:
-            cursor = self.shards.databases[shard][LEDGER].find(
-                {"message_id": {"$in": [message_id for _, message_id in group]}}
-            )
-            return [doc async for doc in cursor]
+        async def on_shard(shard: int, group: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+            query = {
+                "receiver_id": {"$in": sorted({receiver for receiver, _, _ in group})},
+                "$or": [
+                    {"key": {"$in": [key for _, key, _ in group]}},
+                    {"message_id": {"$in": [message_id for _, _, message_id in group]}},
+                ]
+            }
+            return [doc async for doc in self.shards.databases[shard][LEDGER].find(query)]
 
         found = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
-        return {doc["message_id"]: accepted_from_ledger(doc) for part in found for doc in part}
+        originals: dict[str, MessageAcceptedPayload] = {}
+        for part in found:
+            for doc in part:
+                message = accepted_from_ledger(doc)
+                originals[doc["key"]] = message
+                originals[doc["message_id"]] = message
+        return originals
 
     async def load_positions(self, receiver_ids: Sequence[str]) -> dict[str, ReceiverPosition]:
         """The true last seq of each receiver: its counter, then the ledger beyond it."""
@@ -235,15 +198,38 @@ class Ledger:
                 low, last = middle, doc
         return ReceiverPosition(int(last["seq"]), to_millis(last["created_at"]))
 
-    async def record(self, accepted: Sequence[MessageAcceptedPayload]) -> None:
-        """Write the ledger entries (one unordered insert per shard); a duplicate raises."""
-        grouped = self._by_shard(accepted, lambda m: m.receiver_id)
-        await _all_shards(
-            self.shards.databases[shard][LEDGER].insert_many(
-                [ledger_document(m) for m in group], ordered=False
-            )
-            for shard, group in grouped.items()
-        )
+    async def record(self, entries: Sequence[tuple[str, MessageAcceptedPayload]]) -> list[Outcome]:
+        """Insert (dedupe key, message) entries: one ordered insert per shard, the
+        shards at once. Per shard the entries up to the first duplicate are stored,
+        that one is refused and the rest are not attempted (so a refusal never
+        leaves a gap in the seqs after it)."""
+        positions = self._by_shard(range(len(entries)), lambda i: entries[i][1].receiver_id)
+
+        async def on_shard(shard: int, indexes: list[int]) -> list[tuple[int, Outcome]]:
+            docs = [ledger_document(*entries[i]) for i in indexes]
+            try:
+                await self.shards.databases[shard][LEDGER].insert_many(docs, ordered=True)
+            except BulkWriteError as exc:
+                refused = _first_duplicate(exc)
+                return [
+                    (
+                        i,
+                        Outcome.STORED
+                        if n < refused
+                        else Outcome.REFUSED
+                        if n == refused
+                        else Outcome.UNWRITTEN,
+                    )
+                    for n, i in enumerate(indexes)
+                ]
+            return [(i, Outcome.STORED) for i in indexes]
+
+        done = await _all_shards(on_shard(shard, group) for shard, group in positions.items())
+        outcomes = [Outcome.UNWRITTEN] * len(entries)
+        for part in done:
+            for index, outcome in part:
+                outcomes[index] = outcome
+        return outcomes
 
     async def advance_counters(self, positions: dict[str, ReceiverPosition]) -> None:
         """One $max per receiver, one bulk write per shard."""
@@ -262,6 +248,19 @@ class Ledger:
             )
             for shard, group in grouped.items()
         )
+
+
+def _first_duplicate(error: BulkWriteError) -> int:
+    """The index of the entry an ordered insert stopped at; raise unless a duplicate."""
+    details = error.details or {}
+    errors = details.get("writeErrors", [])
+    if (
+        details.get("writeConcernErrors")
+        or len(errors) != 1
+        or errors[0].get("code") != DUPLICATE_KEY
+    ):
+        raise error
+    return int(errors[0]["index"])
 
 
 async def _all_shards(writes: Iterable[Awaitable[T]]) -> list[T]:
@@ -342,6 +341,7 @@ class RecentCache:
         """
         by_conversation: dict[str, list[MessageAcceptedPayload]] = {}
         by_receiver: dict[str, list[MessageAcceptedPayload]] = {}
+        bodies = {m.message_id: cache_body(m) for m in messages}  # one serialization each
         for message in messages:
             by_receiver.setdefault(message.receiver_id, []).append(message)
             conversation = conversation_id(
@@ -358,7 +358,7 @@ class RecentCache:
                         current = first_fresh.get(message.receiver_id)
                         if current is None or pos < current:
                             first_fresh[message.receiver_id] = pos
-                    entries += [pos, cache_body(message)]
+                    entries += [pos, bodies[message.message_id]]
                 marker_args = [x for pair in first_fresh.items() for x in pair]
                 await self._script(
                     keys=[
@@ -370,7 +370,7 @@ class RecentCache:
                 )
             for receiver_id, group in by_receiver.items():
                 key = self.keys.recent_inbox(receiver_id)
-                pipe.zadd(key, {cache_body(m): m.seq for m in group})
+                pipe.zadd(key, {bodies[m.message_id]: m.seq for m in group})
                 pipe.zremrangebyrank(key, 0, -self.inbox_cap - 1)
                 pipe.expire(key, self.ttl_s)
             await pipe.execute()

@@ -4,22 +4,23 @@ Crash-safe per-receiver sequencing (DESIGN.md §4). For one consumer batch:
 
 1. In-memory dedupe (recent keys of the receivers this instance owns) and
    in-batch duplicates answer the earlier message.
-2. Claims: one unordered insert of the dedupe keys per shard. A refused claim
-   is a retry or a redelivery; its owner's ledger entry (if any) is the answer.
-   A claim whose owner was never sequenced (a crash between claim and ledger)
-   is ours to sequence: it is the same message redelivered, or a retry whose
-   first copy is gone for good.
-3. New messages get contiguous seqs after the receiver's last one (known in
+2. The others get contiguous seqs after their receiver's last one (known in
    memory while the partition is assigned; else counter + ledger probe) and a
    created_at strictly after the receiver's previous one.
-4. Ledger: one unordered insert per shard. Then counters: one $max per receiver
-   per batch, written behind the reply (awaited before the next batch's): a
-   counter is a starting point for the ledger probe, not the record of seqs.
+3. Ledger: one ordered insert per shard, each entry carrying its dedupe key
+   (unique per receiver). Entries up to the first refused one are accepted. A
+   refused entry is a retry or a redelivery (its key or message id has an
+   entry: that is the answer, and it took no seq) or, if nothing has its key,
+   a seq some other writer took (the receiver's position is reloaded). The
+   entries after it were not written and are sequenced again, so seqs stay
+   gap-free: only an entry that is stored takes a seq.
+4. Counters: one $max per receiver per batch, written behind the reply (awaited
+   before the next batch's): a counter is a starting point for the ledger
+   probe, not the record of seqs.
 
-Only new messages take seqs, and they are decided before the ledger write, so
-seqs stay gap-free. A redelivered batch finds every earlier message in the
-ledger and re-emits the same (message_id, seq). Any failure forgets the
-in-memory positions of the batch's receivers (they are reloaded from MongoDB).
+A redelivered batch finds every earlier message in the ledger and re-emits the
+same (message_id, seq). Any failure forgets the in-memory positions of the
+batch's receivers (they are reloaded from MongoDB).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 from libs.contracts.messages import MessageAcceptedPayload, SendMessagePayload, from_millis
 from libs.logging import get_logger
-from message_service.repository import Claim, Ledger, ReceiverPosition, dedupe_key
+from message_service.repository import Ledger, Outcome, ReceiverPosition, dedupe_key
 
 log = get_logger(__name__)
 
@@ -108,12 +109,6 @@ class Sequencer:
                 pending.append(index)
 
         if pending:
-            claims = {
-                i: Claim(keys[i], commands[i].receiver_id, commands[i].message_id) for i in pending
-            }
-            taken = await self.ledger.claim(list(claims.values()))
-            if taken:
-                pending = await self._resolve_taken(claims, taken, results)
             await self._sequence(commands, keys, pending, results)
 
         for index, first in aliases.items():
@@ -124,71 +119,83 @@ class Sequencer:
         assert len(final) == len(commands)
         return final
 
-    async def _resolve_taken(
-        self, claims: dict[int, Claim], taken: set[str], results: list[Acceptance | None]
-    ) -> list[int]:
-        """Answer retries from the ledger; return the indexes still to sequence."""
-        still: list[int] = [i for i, claim in claims.items() if claim.key not in taken]
-        refused = {i: claim for i, claim in claims.items() if claim.key in taken}
-        owners = await self.ledger.claim_owners(list(refused.values()))
-        originals = await self.ledger.accepted_by_message_ids(
-            [
-                (claim.receiver_id, owners[claim.key])
-                for claim in refused.values()
-                if claim.key in owners
-            ]
-        )
-        for index, claim in refused.items():
-            owner = owners.get(claim.key)
-            original = originals.get(owner) if owner is not None else None
-            if original is not None and original.receiver_id == claim.receiver_id:
-                results[index] = Acceptance(original, fresh=False)
-                self._remember(claim.key, original)
-                continue
-            if owner != claim.message_id:
-                log.info("claim taken over", key=claim.key, previous=owner)
-                await self.ledger.take_over_claim(claim)
-            still.append(index)
-        still.sort()
-        return still
-
     async def _sequence(
         self,
         commands: Sequence[SendMessagePayload],
         keys: Sequence[str],
-        pending: Sequence[int],
+        pending: list[int],
         results: list[Acceptance | None],
     ) -> None:
-        if not pending:
-            return
-        unknown = sorted({commands[i].receiver_id for i in pending} - self.positions.keys())
-        if unknown:
-            self.positions.update(await self.ledger.load_positions(unknown))
+        """Sequence and record `pending` (indexes into `commands`, in order), in rounds
+        until every one is stored or answered by its original."""
+        stored_positions: dict[str, ReceiverPosition] = {}
+        reloaded: set[int] = set()
+        while pending:
+            unknown = sorted({commands[i].receiver_id for i in pending} - self.positions.keys())
+            if unknown:
+                self.positions.update(await self.ledger.load_positions(unknown))
+            proposal = self._propose(commands, pending)
+            outcomes = await self.ledger.record([(keys[i], proposal[i][1]) for i in pending])
+            again: list[int] = []
+            refused: list[int] = []
+            for index, outcome in zip(pending, outcomes, strict=True):
+                position, message = proposal[index]
+                if outcome is Outcome.STORED:
+                    results[index] = Acceptance(message, fresh=True)
+                    self.positions[message.receiver_id] = position
+                    stored_positions[message.receiver_id] = position
+                    self._remember(keys[index], message)
+                elif outcome is Outcome.REFUSED:
+                    refused.append(index)
+                else:
+                    again.append(index)
+            if refused:
+                originals = await self.ledger.originals(
+                    [(commands[i].receiver_id, keys[i], commands[i].message_id) for i in refused]
+                )
+                for index in refused:
+                    original = originals.get(keys[index]) or originals.get(
+                        commands[index].message_id
+                    )
+                    if original is not None and original.receiver_id == commands[index].receiver_id:
+                        results[index] = Acceptance(original, fresh=False)
+                        self._remember(keys[index], original)
+                        continue
+                    # Its seq was taken by another writer: reload the receiver, once.
+                    if index in reloaded:
+                        raise RuntimeError(f"ledger refused {keys[index]!r} again after a reload")
+                    reloaded.add(index)
+                    log.info("sequence position reloaded", receiver=commands[index].receiver_id)
+                    self.positions.pop(commands[index].receiver_id, None)
+                    again.append(index)
+            pending = sorted(again)
+        if stored_positions:
+            await self._advance_counters_behind(stored_positions)
+
+    def _propose(
+        self, commands: Sequence[SendMessagePayload], pending: Sequence[int]
+    ) -> dict[int, tuple[ReceiverPosition, MessageAcceptedPayload]]:
+        """The next seqs and created_at of `pending`, from the known positions."""
         now_ms = int(time.time() * 1000)
-        proposed: dict[str, ReceiverPosition] = {}
-        fresh: list[MessageAcceptedPayload] = []
+        last: dict[str, ReceiverPosition] = {}
+        proposal: dict[int, tuple[ReceiverPosition, MessageAcceptedPayload]] = {}
         for index in pending:
             command = commands[index]
-            last = proposed.get(command.receiver_id) or self.positions[command.receiver_id]
-            nxt = ReceiverPosition(last.seq + 1, max(now_ms, last.created_ms + 1))
-            proposed[command.receiver_id] = nxt
-            message = MessageAcceptedPayload(
-                message_id=command.message_id,
-                receiver_kind=command.receiver_kind,
-                receiver_id=command.receiver_id,
-                seq=nxt.seq,
-                sender_id=command.sender_id,
-                content=command.content,
-                client_msg_id=command.client_msg_id,
-                client_sent_at=command.client_sent_at,
-                created_at=from_millis(nxt.created_ms),
+            previous = last.get(command.receiver_id) or self.positions[command.receiver_id]
+            nxt = ReceiverPosition(previous.seq + 1, max(now_ms, previous.created_ms + 1))
+            last[command.receiver_id] = nxt
+            proposal[index] = (
+                nxt,
+                MessageAcceptedPayload(
+                    message_id=command.message_id,
+                    receiver_kind=command.receiver_kind,
+                    receiver_id=command.receiver_id,
+                    seq=nxt.seq,
+                    sender_id=command.sender_id,
+                    content=command.content,
+                    client_msg_id=command.client_msg_id,
+                    client_sent_at=command.client_sent_at,
+                    created_at=from_millis(nxt.created_ms),
+                ),
             )
-            results[index] = Acceptance(message, fresh=True)
-            fresh.append(message)
-        await self.ledger.record(fresh)
-        self.positions.update(proposed)
-        await self._advance_counters_behind(proposed)
-        for index in pending:
-            result = results[index]
-            assert result is not None
-            self._remember(keys[index], result.message)
+        return proposal

@@ -91,7 +91,7 @@ async def test_a_crash_between_ledger_and_counters_reuses_seqs_and_leaves_no_gap
     assert later.message.created_at > again[3].message.created_at
 
 
-async def test_a_crash_between_claim_and_ledger_sequences_the_message_once(
+async def test_a_crash_before_the_ledger_write_sequences_the_message_once(
     shards: MongoShards,
 ) -> None:
     batch = [command("r3", client_msg_id="a"), command("r3", client_msg_id="b")]
@@ -112,3 +112,26 @@ async def test_duplicates_inside_one_batch_get_one_seq(shards: MongoShards) -> N
     accepted = await Sequencer(Ledger(shards)).accept([same, twin, command("r4")])
     assert [a.message.seq for a in accepted] == [1, 1, 2]
     assert accepted[1].message.message_id == same.message_id
+
+
+async def test_a_retry_in_the_middle_of_a_batch_takes_no_seq(shards: MongoShards) -> None:
+    first = command("r6", client_msg_id="early")
+    (accepted,) = await Sequencer(Ledger(shards)).accept([first])
+    assert accepted.message.seq == 1
+    # A new instance (nothing in memory): new, retry of "early", new. The ordered
+    # insert stops at the retry; the entry after it is sequenced again, gap-free.
+    retry = command("r6", client_msg_id="early")
+    batch = [command("r6"), retry, command("r6")]
+    result = await Sequencer(Ledger(shards)).accept(batch)
+    assert [(a.message.seq, a.fresh) for a in result] == [(2, True), (1, False), (3, True)]
+    assert result[1].message.message_id == first.message_id
+
+
+async def test_a_seq_taken_by_another_writer_is_reloaded_not_reused(shards: MongoShards) -> None:
+    stale = Sequencer(Ledger(shards))
+    assert [a.message.seq for a in await stale.accept([command("r7"), command("r7")])] == [1, 2]
+    # Partitions moved: another instance wrote seq 3 while `stale` still remembers 2.
+    (other,) = await Sequencer(Ledger(shards)).accept([command("r7")])
+    assert other.message.seq == 3
+    (late,) = await stale.accept([command("r7")])
+    assert (late.message.seq, late.fresh) == (4, True)
