@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from libs.bus.consumer import ConsumerLoop
@@ -102,14 +102,19 @@ def redis_context(
     key: web.AppKey[Redis], url: str
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        client = Redis.from_url(
+        # A blocking pool: past 200 connections a command waits (up to 5 s) for a
+        # free one instead of failing at once with MaxConnectionsError, which is
+        # what a burst of WebSocket handshakes met with the default pool.
+        pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
             health_check_interval=10,
             socket_connect_timeout=3,
             socket_timeout=5,
             max_connections=200,
+            timeout=5,
         )
+        client = Redis.from_pool(pool)
         app[key] = client
 
         async def ready() -> bool:

@@ -112,3 +112,31 @@ def test_ready_then_graceful_shutdown_on_sigterm(topics: None, tmp_path) -> None
     assert '"msg": "service stopping"' in text.replace('":"', '": "')
     assert '"msg": "service stopped"' in text.replace('":"', '": "')
     assert "Traceback" not in text
+
+
+async def test_a_burst_past_the_redis_pool_waits_for_a_connection(infra: None) -> None:
+    """400 commands each holding a connection for 0.3 s, through a pool of 200: the
+    pool makes the later ones wait instead of failing with MaxConnectionsError."""
+    import asyncio
+    import secrets
+
+    from aiohttp import web
+
+    from libs.lifecycle import READINESS, redis_context
+    from tests.support import endpoints
+
+    key: web.AppKey = web.AppKey("redis_under_test")
+    app = web.Application()
+    app[READINESS] = {}
+    context = redis_context(key, endpoints.redis_url())
+    iterator = context(app).__aiter__()
+    await iterator.__anext__()
+    try:
+        client = app[key]
+        empty_list = "burst:" + secrets.token_hex(4)
+        waits = (client.blpop([empty_list], timeout=0.3) for _ in range(400))
+        answers = await asyncio.gather(*waits)
+        assert answers == [None] * 400
+    finally:
+        with pytest.raises(StopAsyncIteration):
+            await iterator.__anext__()
