@@ -2,8 +2,9 @@
 
 Seeds users through the API, offers a small REST load from the client
 processes and checks that every message was answered 201 and persisted
-(the persister's counter, then checked against a count of the shards), then runs scenario 3/7 at a tiny rate and checks
-every message reached its online recipient and CPU was accounted.
+(the persister's counter, then checked against a count of the shards), then
+runs scenario 3/7 at a tiny rate and checks every message reached its online
+recipient and CPU was accounted.
 """
 
 from __future__ import annotations
