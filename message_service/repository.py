@@ -143,7 +143,7 @@ class Ledger:
                 "$or": [
                     {"key": {"$in": [key for _, key, _ in group]}},
                     {"message_id": {"$in": [message_id for _, _, message_id in group]}},
-                ]
+                ],
             }
             return [doc async for doc in self.shards.databases[shard][LEDGER].find(query)]
 
