@@ -2,7 +2,8 @@
 
 Consumes messages.commands.v1 in batches (handlers.handle_send_batch), keeps its
 ledger collections on every shard (created at start), and forgets its in-memory
-sequence positions whenever partitions move.
+sequence positions whenever partitions move (writing the sequence counters
+behind them first, and once more when the service stops).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from message_service.repository import COLLECTIONS, Ledger, RecentCache
 from message_service.sequencing import Sequencer
 from message_service.settings import MessageServiceSettings
 
+SEQUENCER = web.AppKey("sequencer", Sequencer)
+
 
 def create_app(settings: MessageServiceSettings) -> web.Application:
     app = create_base_app("message_service")
@@ -40,6 +43,7 @@ def create_app(settings: MessageServiceSettings) -> web.Application:
     app.cleanup_ctx.append(mongo_context(MONGO, settings))
     app.cleanup_ctx.append(_bootstrap)
     app.cleanup_ctx.append(producer_context(PRODUCER, settings))
+    app.cleanup_ctx.append(partial(_sequencer, settings=settings))
     app.cleanup_ctx.append(consumer_context(partial(_consumer, settings=settings)))
     return app
 
@@ -49,9 +53,22 @@ async def _bootstrap(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _sequencer(
+    app: web.Application, *, settings: MessageServiceSettings
+) -> AsyncIterator[None]:
+    """The sequencer outlives the consumer: its counters are written after the last batch."""
+    app[SEQUENCER] = Sequencer(
+        Ledger(app[MONGO]),
+        dedupe_memory=settings.dedupe_memory,
+        counter_interval_s=settings.counter_interval_s,
+    )
+    yield
+    await app[SEQUENCER].flush_counters()
+
+
 def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> ConsumerLoop:
     keys = RedisKeys(settings.namespace)
-    sequencer = Sequencer(Ledger(app[MONGO]), dedupe_memory=settings.dedupe_memory)
+    sequencer = app[SEQUENCER]
     cache = RecentCache(
         app[REDIS],
         keys,
@@ -61,7 +78,7 @@ def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> Cons
     )
 
     async def forget(_: set[tuple[str, int]]) -> None:
-        sequencer.forget()
+        await sequencer.forget()
 
     return ConsumerLoop(
         group=settings.consumer_group("message_service"),

@@ -14,9 +14,12 @@ Crash-safe per-receiver sequencing (DESIGN.md §4). For one consumer batch:
    a seq some other writer took (the receiver's position is reloaded). The
    entries after it were not written and are sequenced again, so seqs stay
    gap-free: only an entry that is stored takes a seq.
-4. Counters: one $max per receiver per batch, written behind the reply (awaited
-   before the next batch's): a counter is a starting point for the ledger
-   probe, not the record of seqs.
+4. Counters: a $max per receiver, written behind the reply and at most once
+   every `counter_interval_s` (the receivers stored since are collected), and
+   when partitions move or the service stops: a counter is only the starting
+   point of the ledger probe (`Ledger.load_positions` gallops forward from it),
+   not the record of seqs, so a lagging counter costs a few reads after a
+   restart, never a wrong seq.
 
 A redelivered batch finds every earlier message in the ledger and re-emits the
 same (message_id, seq). Any failure forgets the in-memory positions of the
@@ -49,29 +52,47 @@ class Acceptance:
 class Sequencer:
     """Per-receiver seqs of the partitions this instance owns, backed by the ledger."""
 
-    def __init__(self, ledger: Ledger, *, dedupe_memory: int = 20_000) -> None:
+    def __init__(
+        self, ledger: Ledger, *, dedupe_memory: int = 20_000, counter_interval_s: float = 0.0
+    ) -> None:
         self.ledger = ledger
         self.positions: dict[str, ReceiverPosition] = {}
         self.recent: OrderedDict[str, MessageAcceptedPayload] = OrderedDict()
         self.dedupe_memory = dedupe_memory
+        self.counter_interval_s = counter_interval_s
+        #: Positions stored in the ledger since their counter was last written.
+        self._unwritten: dict[str, ReceiverPosition] = {}
         self._counters: asyncio.Task[None] | None = None
+        self._counters_started = -float("inf")
 
-    async def _advance_counters_behind(self, positions: dict[str, ReceiverPosition]) -> None:
-        """Advance the counters off the reply's path: they only shorten the ledger probe
-        after a restart (the ledger is the durable record of seqs), so a lost or failed
-        counter write costs a longer probe, never a wrong seq. One write in flight."""
+    async def _advance_counters_behind(self) -> None:
+        """Advance the counters off the reply's path, at most once per interval: they
+        only shorten the ledger probe after a restart (the ledger is the durable record
+        of seqs), so a lagging, lost or failed counter write costs a longer probe, never
+        a wrong seq. One write in flight."""
+        if not self._unwritten:
+            return
+        if time.monotonic() - self._counters_started < self.counter_interval_s:
+            return
+        positions, self._unwritten = self._unwritten, {}
         previous, self._counters = (
             self._counters,
             asyncio.create_task(self.ledger.advance_counters(positions)),
         )
-        if previous is not None:
-            try:
-                await previous
-            except Exception as exc:  # the next probe finds what the counter missed
-                log.warning("sequence counters not advanced", error=f"{type(exc).__name__}: {exc}")
+        self._counters_started = time.monotonic()
+        await _settled(previous)
 
-    def forget(self) -> None:
+    async def flush_counters(self) -> None:
+        """Write every counter behind the ledger now (partitions move, shutdown)."""
+        previous, self._counters = self._counters, None
+        await _settled(previous)
+        positions, self._unwritten = self._unwritten, {}
+        if positions:
+            await _settled(asyncio.create_task(self.ledger.advance_counters(positions)))
+
+    async def forget(self) -> None:
         """Partitions moved: what this instance knew may be stale now."""
+        await self.flush_counters()
         self.positions.clear()
         self.recent.clear()
 
@@ -128,7 +149,7 @@ class Sequencer:
     ) -> None:
         """Sequence and record `pending` (indexes into `commands`, in order), in rounds
         until every one is stored or answered by its original."""
-        stored_positions: dict[str, ReceiverPosition] = {}
+        stored_positions: dict[str, ReceiverPosition] = {}  # the last one per receiver
         reloaded: set[int] = set()
         while pending:
             unknown = sorted({commands[i].receiver_id for i in pending} - self.positions.keys())
@@ -169,8 +190,8 @@ class Sequencer:
                     self.positions.pop(commands[index].receiver_id, None)
                     again.append(index)
             pending = sorted(again)
-        if stored_positions:
-            await self._advance_counters_behind(stored_positions)
+        self._unwritten.update(stored_positions)
+        await self._advance_counters_behind()
 
     def _propose(
         self, commands: Sequence[SendMessagePayload], pending: Sequence[int]
@@ -199,3 +220,13 @@ class Sequencer:
                 ),
             )
         return proposal
+
+
+async def _settled(write: asyncio.Task[None] | None) -> None:
+    """Wait for a counter write; a failure is logged (the next probe finds what it missed)."""
+    if write is None:
+        return
+    try:
+        await write
+    except Exception as exc:
+        log.warning("sequence counters not advanced", error=f"{type(exc).__name__}: {exc}")

@@ -11,8 +11,8 @@ class MessageServiceSettings(ServiceSettings):
     model_config = service_config("MESSAGE_SERVICE_")
 
     http_port: int = Field(8093, ge=0, le=65535)
-    #: Commands per consumer batch: one claim insert, one ledger insert and one
-    #: counter write per shard per batch, whatever its size.
+    #: Commands per consumer batch: one ledger insert per shard per batch, whatever
+    #: its size.
     batch_max_records: int = Field(500, ge=1, le=10_000)
     #: How long a batch waits for more commands after the first. 0 = take what is
     #: fetched: a send's latency is the batch's, so lingering only pays under load,
@@ -24,5 +24,9 @@ class MessageServiceSettings(ServiceSettings):
     recent_per_receiver: int = Field(200, ge=10, le=10_000)
     #: An idle conversation's cache expires after this long (bounds Redis memory).
     recent_ttl_s: int = Field(7 * 24 * 3600, ge=60)
+    #: Sequence counters are written at most this often (and when partitions move or
+    #: the service stops); after a crash the ledger probe walks what they missed.
+    #: 0 = after every batch.
+    counter_interval_s: float = Field(5.0, ge=0, le=300)
     #: Dedupe keys remembered in memory (retries answered without MongoDB).
     dedupe_memory: int = Field(20_000, ge=0)

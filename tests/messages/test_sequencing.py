@@ -13,7 +13,7 @@ from libs.contracts.messages import SendMessagePayload
 from libs.ids import new_id
 from libs.settings import ServiceSettings
 from libs.storage.mongo import MongoShards, bootstrap_collections, open_shards
-from message_service.repository import COLLECTIONS, Ledger, ReceiverPosition
+from message_service.repository import COLLECTIONS, COUNTERS, Ledger, ReceiverPosition
 from message_service.sequencing import Sequencer
 
 
@@ -135,3 +135,30 @@ async def test_a_seq_taken_by_another_writer_is_reloaded_not_reused(shards: Mong
     assert other.message.seq == 3
     (late,) = await stale.accept([command("r7")])
     assert (late.message.seq, late.fresh) == (4, True)
+
+
+async def test_counters_lag_between_intervals_and_the_probe_covers_the_gap(
+    shards: MongoShards,
+) -> None:
+    async def counter(receiver_id: str) -> int | None:
+        database = shards.databases[shards.shard_index(receiver_id)]
+        doc = await database[COUNTERS].find_one({"_id": receiver_id})
+        return None if doc is None else int(doc["seq"])
+
+    lazy = Sequencer(Ledger(shards), counter_interval_s=3600)
+    await lazy.accept([command("r8"), command("r8"), command("r8")])
+    await lazy.flush_counters()
+    assert await counter("r8") == 3
+    # Within the interval: stored in the ledger, the counter is not written.
+    assert [a.message.seq for a in await lazy.accept([command("r8"), command("r8")])] == [4, 5]
+    assert await counter("r8") == 3
+    # A restart (the lagging counter is all it has) continues after the ledger, gap-free.
+    restarted = Sequencer(Ledger(shards))
+    (next_one,) = await restarted.accept([command("r8")])
+    assert next_one.message.seq == 6
+    await restarted.flush_counters()
+    assert await counter("r8") == 6
+    # Partitions moving (forget) writes what was behind; $max never moves a counter back.
+    await lazy.accept([command("r9")])
+    await lazy.forget()
+    assert (await counter("r9"), await counter("r8")) == (1, 6)
