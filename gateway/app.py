@@ -8,7 +8,16 @@ from aiohttp import web
 
 from gateway import api, auth
 from gateway.errors import error_middleware
-from gateway.keys import AUTHENTICATOR, KEYS, MONGO, PRODUCER, REDIS, REQUESTS, SETTINGS
+from gateway.keys import (
+    AUTHENTICATOR,
+    KEYS,
+    MONGO,
+    PRODUCER,
+    REDIS,
+    REQUESTS,
+    SESSION_CACHE,
+    SETTINGS,
+)
 from gateway.routes import accounts, docs, groups, messages, realtime
 from gateway.settings import GatewaySettings
 from libs.bus.request_reply import RequestClient
@@ -32,6 +41,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[KEYS] = RedisKeys(settings.namespace)
     app[AUTHENTICATOR] = auth.authenticate
+    app[SESSION_CACHE] = auth.SessionCache(settings.auth_cache_s)
     app.cleanup_ctx.append(redis_context(REDIS, settings.redis_url))
     app.cleanup_ctx.append(mongo_context(MONGO, settings))
     app.cleanup_ctx.append(producer_context(PRODUCER, settings, linger_ms=1))

@@ -5,9 +5,14 @@ created_at, expires_at (unix seconds), idle_s} whose TTL is the idle timeout,
 and `user_sessions:<user>` indexes them. The gateway only reads a session and
 extends its idle TTL (bounded by the absolute expiry); it never creates one.
 
-There is no local cache: every request reads Redis (one Lua call that checks
-and touches the session atomically), so a revocation takes effect on the next
-request, on every gateway instance.
+A request reads Redis (one Lua call that checks and touches the session
+atomically) unless this gateway checked the same token less than
+GATEWAY_AUTH_CACHE_S ago (at most 1 s, never past the session's absolute
+expiry): the `SessionCache`. A revocation through this gateway (log out, log out
+everywhere, password change, account deletion) drops its entries at once, so it
+takes effect on the next request here; on other instances within that second.
+Sliding the idle TTL once a second instead of per request changes nothing for
+idle timeouts of minutes.
 """
 
 from __future__ import annotations
@@ -15,17 +20,19 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.keys import KEYS, REDIS
+from gateway.keys import KEYS, REDIS, SESSION_CACHE
 from libs.errors import Unauthorized
 
 #: Tokens are secrets.token_urlsafe output; anything else cannot be one of ours.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 
-# Returns nil (no session), {user_id, "expired"} or {user_id, "ok"} after touching it.
+# Returns nil (no session), {user_id, "expired"} or {user_id, "ok", expires_at} after
+# touching it.
 _TOUCH_SESSION = """
 local s = redis.call('HMGET', KEYS[1], 'user_id', 'expires_at', 'idle_s')
 if not s[1] then return nil end
@@ -36,7 +43,7 @@ local idle = tonumber(s[3]) or 0
 if idle > 0 then
   redis.call('EXPIRE', KEYS[1], math.max(1, math.min(idle, math.floor(expires_at - now))))
 end
-return {s[1], 'ok'}
+return {s[1], 'ok', s[2]}
 """
 
 
@@ -46,6 +53,68 @@ class Principal:
 
     user_id: str
     token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    principal: Principal
+    until: float  # on the cache's clock
+
+
+class SessionCache:
+    """Tokens this gateway found valid in the last `ttl_s` seconds, by token hash.
+
+    Bounded: when full, the entries past their time go, and if none did, all of
+    them (they are a second's worth of checks; the next requests refill it).
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._entries: dict[str, _Checked] = {}
+
+    def get(self, hashed: str) -> Principal | None:
+        checked = self._entries.get(hashed)
+        if checked is None:
+            return None
+        if checked.until <= self._clock():
+            del self._entries[hashed]
+            return None
+        return checked.principal
+
+    def put(self, principal: Principal, expires_at: float) -> None:
+        """Remember a valid session until ttl_s from now or its absolute expiry
+        (`expires_at`, unix seconds), whichever is first."""
+        if self.ttl_s <= 0:
+            return
+        now = self._clock()
+        until = now + min(self.ttl_s, expires_at - self._wall_clock())
+        if until <= now:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries = {h: c for h, c in self._entries.items() if c.until > now}
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+        self._entries[principal.token_hash] = _Checked(principal, until)
+
+    def forget(self, hashed: str) -> None:
+        """One session was revoked through this gateway."""
+        self._entries.pop(hashed, None)
+
+    def forget_user(self, user_id: str, *, keep: str | None = None) -> None:
+        """Every session of `user_id` (but `keep`, a token hash) was revoked here."""
+        self._entries = {
+            h: c for h, c in self._entries.items() if c.principal.user_id != user_id or h == keep
+        }
 
 
 def token_hash(token: str) -> str:
@@ -71,12 +140,17 @@ async def authenticate(request: web.Request) -> Principal:
 async def authenticate_token(app: web.Application, token: str) -> Principal:
     """The owner of `token` (also for WebSocket handshakes), or Unauthorized."""
     hashed = token_hash(token)
-    redis = app[REDIS]
-    touch = redis.register_script(_TOUCH_SESSION)
+    cache = app[SESSION_CACHE]
+    principal = cache.get(hashed)
+    if principal is not None:
+        return principal
+    touch = app[REDIS].register_script(_TOUCH_SESSION)
     found = await touch(keys=[app[KEYS].session(hashed)], args=[repr(time.time())])
     if not found:
         raise Unauthorized("the token is invalid, expired or revoked", code="invalid_token")
-    user_id, state = found
+    user_id, state = found[0], found[1]
     if state != "ok":
         raise Unauthorized("the session has expired", code="session_expired")
-    return Principal(user_id=user_id, token_hash=hashed)
+    principal = Principal(user_id=user_id, token_hash=hashed)
+    cache.put(principal, float(found[2]))
+    return principal

@@ -11,13 +11,24 @@ from libs.bus.request_reply import RequestClient
 from libs.contracts.keys import RedisKeys
 from libs.lifecycle import MONGO, PRODUCER, REDIS
 
-__all__ = ["AUTHENTICATOR", "KEYS", "MONGO", "PRODUCER", "REDIS", "REQUESTS", "SETTINGS"]
+__all__ = [
+    "AUTHENTICATOR",
+    "KEYS",
+    "MONGO",
+    "PRODUCER",
+    "REDIS",
+    "REQUESTS",
+    "SESSION_CACHE",
+    "SETTINGS",
+]
 
 if TYPE_CHECKING:
+    from gateway.auth import SessionCache
     from gateway.settings import GatewaySettings
 
 SETTINGS: web.AppKey[GatewaySettings] = web.AppKey("settings")
 KEYS = web.AppKey("redis_keys", RedisKeys)
 REQUESTS = web.AppKey("requests", RequestClient)
+SESSION_CACHE: web.AppKey[SessionCache] = web.AppKey("session_cache")
 #: async (request) -> Principal; raises Unauthorized. Set by gateway.auth.
 AUTHENTICATOR: web.AppKey[Callable[[web.Request], Awaitable[Any]]] = web.AppKey("authenticator")

@@ -18,6 +18,9 @@ class GatewaySettings(ServiceSettings):
         default_factory=lambda: "gw-" + new_id()[-12:], pattern=r"^[A-Za-z0-9_.-]{1,64}$"
     )
     request_timeout_s: float = Field(10.0, gt=0, le=120)
+    #: How long a checked session is trusted without asking Redis again (0 = never);
+    #: at most 1 s, the bound on a revocation made through another instance.
+    auth_cache_s: float = Field(1.0, ge=0, le=1.0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     #: Longest message content, in characters after trimming (GATEWAY_MESSAGE_MAX_CHARS).
     message_max_chars: int = Field(CONTENT_MAX_CHARS, ge=1, le=CONTENT_MAX_CHARS)

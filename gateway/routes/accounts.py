@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from gateway import ratelimit
 from gateway.api import Routes
 from gateway.auth import Principal
-from gateway.keys import KEYS, REDIS, REQUESTS
+from gateway.keys import KEYS, REDIS, REQUESTS, SESSION_CACHE
 from gateway.settings import GatewaySettings
 from libs.contracts.topics import USERS_COMMANDS
 from libs.contracts.users import (
@@ -172,6 +172,7 @@ async def logout(request: web.Request, principal: Principal) -> None:
     """Revokes the session whose token authenticates this request."""
     command = Logout.of(LogoutPayload(user_id=principal.user_id, token_hash=principal.token_hash))
     await _ask(request, principal.user_id, command)
+    request.app[SESSION_CACHE].forget(principal.token_hash)
 
 
 @routes.delete("/v1/sessions", status=204, summary="Log out everywhere")
@@ -179,6 +180,7 @@ async def logout_everywhere(request: web.Request, principal: Principal) -> None:
     """Revokes every session of the caller, this one included."""
     command = LogoutEverywhere.of(LogoutEverywherePayload(user_id=principal.user_id))
     await _ask(request, principal.user_id, command)
+    request.app[SESSION_CACHE].forget_user(principal.user_id)
 
 
 # -- the caller's account -----------------------------------------------------------------
@@ -211,7 +213,10 @@ async def update_me(request: web.Request, principal: Principal, body: ProfileCha
             token_hash=principal.token_hash,
         )
     )
-    return UserProfile.model_validate(await _ask(request, principal.user_id, command))
+    profile = UserProfile.model_validate(await _ask(request, principal.user_id, command))
+    if body.new_password is not None:
+        request.app[SESSION_CACHE].forget_user(principal.user_id, keep=principal.token_hash)
+    return profile
 
 
 @routes.delete("/v1/users/me", status=204, summary="Delete my account", errors=(404,))
@@ -221,6 +226,7 @@ async def delete_me(request: web.Request, principal: Principal) -> None:
     await _ask(
         request, principal.user_id, DeleteUser.of(DeleteUserPayload(user_id=principal.user_id))
     )
+    request.app[SESSION_CACHE].forget_user(principal.user_id)
 
 
 # -- other users ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from libs.contracts.keys import RedisKeys
 from libs.projections import user_exists
-from tests.support.client import Api, unique_username
+from tests.support.client import Api, Reply, unique_username
 
 PASSWORD = "correct horse battery"
 
@@ -159,6 +159,22 @@ async def test_session_is_stored_hashed_with_idle_ttl(
     assert not await redis.exists(keys.session(user.token))  # never the token itself
 
 
+#: The gateway trusts a checked session for up to a second (GATEWAY_AUTH_CACHE_S): a
+#: change made behind its back, in Redis, must show within that (plus a margin).
+AUTH_CACHE_BOUND_S = 1.0 + 0.5
+
+
+async def refused_within(api: Api, token: str, seconds: float = AUTH_CACHE_BOUND_S) -> Reply:
+    """Ask with `token` until it is refused; fail if that takes longer than `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = await api.call("GET", "/v1/users/me", token=token)
+        if response.status == 401 or time.monotonic() > deadline:
+            assert response.status == 401, f"still {response.status} after {seconds} s"
+            return response
+        await asyncio.sleep(0.05)
+
+
 async def test_expired_sessions_are_401(api: Api, redis: Redis, keys: RedisKeys) -> None:
     user = await api.new_user("exp")
     key = keys.session(hashlib.sha256(user.token.encode()).hexdigest())
@@ -167,8 +183,7 @@ async def test_expired_sessions_are_401(api: Api, redis: Redis, keys: RedisKeys)
     # Past its absolute expiry (as if 30 days went by) the session is refused even
     # though its key is still there.
     await redis.hset(key, "expires_at", repr(time.time() - 1))
-    expired = await api.call("GET", "/v1/users/me", token=user.token)
-    assert expired.status == 401
+    expired = await refused_within(api, user.token)
     assert expired.error_code() == "session_expired"
 
     # Idle expiry is the key's TTL: once Redis lets it lapse, the token is dead.
@@ -176,8 +191,7 @@ async def test_expired_sessions_are_401(api: Api, redis: Redis, keys: RedisKeys)
     key2 = keys.session(hashlib.sha256(second.body["token"].encode()).hexdigest())
     await redis.pexpire(key2, 1)
     await asyncio.sleep(0.05)  # let the 1 ms TTL lapse (Redis expires on access)
-    idle = await api.call("GET", "/v1/users/me", token=second.body["token"])
-    assert idle.status == 401
+    idle = await refused_within(api, second.body["token"])
     assert idle.error_code() == "invalid_token"
 
 
@@ -190,8 +204,21 @@ async def test_use_extends_the_idle_timeout_up_to_the_absolute_expiry(
     assert (await api.call("GET", "/v1/users/me", token=user.token)).status == 200
     assert await redis.ttl(key) > 100  # touched back to the idle timeout
     await redis.hset(key, "expires_at", repr(time.time() + 50))
+    await asyncio.sleep(AUTH_CACHE_BOUND_S)  # the gateway asks Redis again (its cache)
     assert (await api.call("GET", "/v1/users/me", token=user.token)).status == 200
     assert await redis.ttl(key) <= 50  # never past the absolute expiry
+
+
+async def test_a_session_deleted_behind_the_gateway_is_refused_within_a_second(
+    api: Api, redis: Redis, keys: RedisKeys
+) -> None:
+    """Revocation through another gateway instance: only Redis changes."""
+    user = await api.new_user("elsewhere")
+    for _ in range(3):  # checked once, then trusted from the gateway's cache
+        assert (await api.call("GET", "/v1/users/me", token=user.token)).status == 200
+    await redis.delete(keys.session(hashlib.sha256(user.token.encode()).hexdigest()))
+    refused = await refused_within(api, user.token)
+    assert refused.error_code() == "invalid_token"
 
 
 async def test_password_change_revokes_other_sessions(api: Api) -> None:
