@@ -157,7 +157,10 @@ class BenchSystem:
         self.mongo = []
 
     def stop(self) -> dict[str, int]:
-        return self.system.stop()
+        """Stop the services and delete the namespace's topics and database."""
+        codes = self.system.stop()
+        self.system.discard()
+        return codes
 
 
 # --------------------------------------------------------------------------- seeding

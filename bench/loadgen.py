@@ -430,10 +430,13 @@ class Worker:
     async def _next(self, timeout: float) -> tuple[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
+            alive = self.process.is_alive()
             try:
-                item = await asyncio.to_thread(self.out.get, True, 0.5)
+                # A worker that just exited may have written its result as it went:
+                # read once more after seeing it dead before calling it lost.
+                item = await asyncio.to_thread(self.out.get, True, 0.5 if alive else 2.0)
             except queue.Empty:
-                if not self.process.is_alive():
+                if not alive:
                     raise RuntimeError(
                         f"{self.kind} worker died ({self.process.exitcode})"
                     ) from None

@@ -10,7 +10,10 @@ atomically) unless this gateway checked the same token less than
 GATEWAY_AUTH_CACHE_S ago (at most 1 s, never past the session's absolute
 expiry): the `SessionCache`. A revocation through this gateway (log out, log out
 everywhere, password change, account deletion) drops its entries at once, so it
-takes effect on the next request here; on other instances within that second.
+takes effect on the next request here; user_service also announces every
+revocation on the `session_revocations` channel, which every gateway's push
+listener applies (gateway.push), and the cache's second bounds what a lost
+announcement can let through.
 Sliding the idle TTL once a second instead of per request changes nothing for
 idle timeouts of minutes.
 """
@@ -18,6 +21,7 @@ idle timeouts of minutes.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import time
 from collections.abc import Callable
@@ -53,6 +57,8 @@ class Principal:
 
     user_id: str
     token_hash: str
+    #: The session's absolute expiry (unix seconds), when known.
+    expires_at: float = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +112,10 @@ class SessionCache:
                 self._entries.clear()
         self._entries[principal.token_hash] = _Checked(principal, until)
 
-    def forget(self, hashed: str) -> None:
-        """One session was revoked through this gateway."""
-        self._entries.pop(hashed, None)
+    def forget(self, *hashed: str) -> None:
+        """These sessions were revoked (through this gateway, or announced by Redis)."""
+        for one in hashed:
+            self._entries.pop(one, None)
 
     def forget_user(self, user_id: str, *, keep: str | None = None) -> None:
         """Every session of `user_id` (but `keep`, a token hash) was revoked here."""
@@ -151,6 +158,6 @@ async def authenticate_token(app: web.Application, token: str) -> Principal:
     user_id, state = found[0], found[1]
     if state != "ok":
         raise Unauthorized("the session has expired", code="session_expired")
-    principal = Principal(user_id=user_id, token_hash=hashed)
-    cache.put(principal, float(found[2]))
+    principal = Principal(user_id=user_id, token_hash=hashed, expires_at=float(found[2]))
+    cache.put(principal, principal.expires_at)
     return principal

@@ -2,10 +2,16 @@
 
 `realtime_context` (a cleanup_ctx entry) opens the `SocketHub`, a dedicated
 Redis connection subscribed to this instance's channel
-(`RedisKeys.gateway_channel(instance_id)`), and the background loops:
-- the listener writes every pushed frame to the local sockets of its users;
-- the session check (every GATEWAY_WS_SESSION_CHECK_S) closes sockets whose
-  session was revoked or expired (code 4001);
+(`RedisKeys.gateway_channel(instance_id)`) and to `session_revocations`, and the
+background loops:
+- the listener writes every pushed frame to the local sockets of its users, and
+  applies every announced revocation at once: the sessions leave the HTTP
+  session cache and their sockets close (code 4001);
+- the expiry check (every GATEWAY_WS_SESSION_CHECK_S, local) closes sockets
+  whose session passed its absolute expiry (4001);
+- the session poll (every GATEWAY_WS_SESSION_POLL_S, and after each
+  resubscription) re-reads the sessions of open sockets from Redis: the
+  backstop for an announcement missed while the subscription was down;
 - the registry heartbeat (every GATEWAY_WS_REGISTRY_REFRESH_S) refreshes this
   instance's entries in the session registry and the sessions' idle TTL.
 All are cancelled and awaited on exit, after every socket was closed with 1001.
@@ -21,6 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,7 +35,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.keys import KEYS, REDIS, SETTINGS
+from gateway.keys import KEYS, REDIS, SESSION_CACHE, SETTINGS
 from gateway.sockets import RealtimeSettings, SocketHub
 from libs.contracts.keys import RedisKeys
 from libs.group_projection import group_members, user_groups
@@ -53,13 +60,22 @@ async def realtime_context(app: web.Application) -> AsyncIterator[None]:
     subscriber = Redis.from_url(
         settings.redis_url, decode_responses=True, socket_connect_timeout=3, socket_timeout=None
     )
-    channel = app[KEYS].gateway_channel(settings.instance_id)
+    channels = Channels(
+        push=app[KEYS].gateway_channel(settings.instance_id),
+        revocations=app[KEYS].session_revocations(),
+    )
     subscribed = asyncio.Event()
+
+    def revoked(hashes: list[str]) -> None:
+        app[SESSION_CACHE].forget(*hashes)
+        hub.close_sessions(hashes)
+
     tasks = [
-        asyncio.create_task(_listen(subscriber, channel, hub, subscribed), name="ws-push"),
         asyncio.create_task(
-            _every(realtime.session_check_s, hub.close_revoked), name="ws-sessions"
+            _listen(subscriber, channels, hub, revoked, subscribed), name="ws-push"
         ),
+        asyncio.create_task(_every(realtime.session_check_s, hub.close_expired), name="ws-expiry"),
+        asyncio.create_task(_every(realtime.session_poll_s, hub.close_revoked), name="ws-sessions"),
         asyncio.create_task(
             _every(realtime.registry_refresh_s, _heartbeat(hub)), name="ws-registry"
         ),
@@ -91,26 +107,50 @@ def _heartbeat(hub: SocketHub) -> Callable[[], Awaitable[Any]]:
     return beat
 
 
-async def _every(period_s: float, action: Callable[[], Awaitable[Any]]) -> None:
+async def _every(period_s: float, action: Callable[[], Any]) -> None:
+    """Run `action` (sync or async) every `period_s`; a Redis failure skips one step."""
     while True:
         await asyncio.sleep(period_s)
         try:
-            await action()
+            result = action()
+            if isinstance(result, Awaitable):
+                await result
         except (RedisError, OSError) as exc:
             log.warning("realtime loop step failed", error=f"{type(exc).__name__}: {exc}")
 
 
+@dataclass(frozen=True, slots=True)
+class Channels:
+    """What the listener subscribes to: this instance's pushes, every revocation."""
+
+    push: str
+    revocations: str
+
+
 async def _listen(
-    subscriber: Redis, channel: str, hub: SocketHub, subscribed: asyncio.Event
+    subscriber: Redis,
+    channels: Channels,
+    hub: SocketHub,
+    revoked: Callable[[list[str]], None],
+    subscribed: asyncio.Event,
 ) -> None:
-    """Write pushed frames to local sockets; resubscribe after a Redis outage."""
+    """Write pushed frames to local sockets and apply revocations; resubscribe after
+    a Redis outage (then re-check every open socket's session: announcements sent
+    meanwhile are lost)."""
+    first = True
     while True:
         try:
             async with subscriber.pubsub() as pubsub:
-                await pubsub.subscribe(channel)
+                await pubsub.subscribe(channels.push, channels.revocations)
                 subscribed.set()
+                if not first:
+                    await hub.close_revoked()
+                first = False
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
+                        continue
+                    if message.get("channel") == channels.revocations:
+                        _apply_revocation(message["data"], revoked)
                         continue
                     try:
                         payload = orjson.loads(message["data"])
@@ -127,6 +167,17 @@ async def _listen(
             subscribed.clear()
             log.warning("push channel lost; resubscribing", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0.5)
+
+
+def _apply_revocation(data: str, revoked: Callable[[list[str]], None]) -> None:
+    try:
+        hashes = orjson.loads(data)
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise TypeError("not a list of token hashes")
+    except (ValueError, TypeError) as exc:
+        log.warning("undecodable revocation ignored", error=str(exc)[:200])
+        return
+    revoked(hashes)
 
 
 # -- ephemeral fan-out: typing and presence ------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Coroutine, Iterable
@@ -29,6 +30,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
+from gateway.auth import Principal
 from libs.contracts.keys import RedisKeys
 from libs.ids import new_id
 from libs.logging import get_logger
@@ -67,8 +69,12 @@ class RealtimeSettings(BaseSettings):
     #: stopped reading fill its send queue, and be closed, after little data.
     socket_send_buffer_bytes: int = Field(128 * 1024, ge=0)
     ticket_ttl_s: int = Field(30, ge=1, le=600)
-    #: How often the sessions of open sockets are re-checked (revocation closes within it).
+    #: How often open sockets are checked against their session's absolute expiry
+    #: (locally). Revocations close sockets when announced (session_revocations).
     session_check_s: float = Field(0.5, gt=0)
+    #: How often the sessions of open sockets are re-read from Redis: the backstop
+    #: for an announcement missed (it is also done after every resubscription).
+    session_poll_s: float = Field(15.0, gt=0)
     registry_refresh_s: float = Field(10.0, gt=0)
 
     @property
@@ -86,6 +92,8 @@ class Connection:
     token_hash: str
     ws: web.WebSocketResponse
     queue: asyncio.Queue[str]
+    #: The session's absolute expiry (unix seconds): the socket closes then.
+    expires_at: float = math.inf
     id: str = field(default_factory=new_id)
     writer: asyncio.Task[None] | None = None
     closing: bool = False
@@ -206,13 +214,17 @@ class SocketHub:
 
     def open(
         self,
-        user_id: str,
-        token_hash: str,
+        principal: Principal,
         ws: web.WebSocketResponse,
         transport: asyncio.BaseTransport | None = None,
     ) -> Connection:
+        user_id = principal.user_id
         conn = Connection(
-            user_id, token_hash, ws, asyncio.Queue(maxsize=self.settings.send_queue_frames)
+            user_id,
+            principal.token_hash,
+            ws,
+            asyncio.Queue(maxsize=self.settings.send_queue_frames),
+            expires_at=principal.expires_at,
         )
         conn.transport = transport
         conn.writer = asyncio.create_task(conn.drain(), name=f"ws-writer:{conn.id}")
@@ -299,8 +311,27 @@ class SocketHub:
                 pipe.set(self.keys.last_seen(user_id), now)
             await pipe.execute()
 
+    def close_sessions(self, hashes: Iterable[str]) -> int:
+        """Close the sockets of these (revoked) sessions; how many were closing now."""
+        doomed = set(hashes)
+        return self._close(c for c in self.connections() if c.token_hash in doomed)
+
+    def close_expired(self) -> int:
+        """Close the sockets whose session passed its absolute expiry (no Redis)."""
+        now = time.time()
+        return self._close(c for c in self.connections() if c.expires_at <= now)
+
+    def _close(self, conns: Iterable[Connection]) -> int:
+        closed = 0
+        for conn in conns:
+            if not conn.closing:
+                closed += 1
+                self.spawn(conn.close(CLOSE_SESSION_REVOKED, "session revoked or expired"))
+        return closed
+
     async def close_revoked(self) -> int:
-        """Close every socket whose session is gone or past its absolute expiry."""
+        """Close every socket whose session is gone from Redis or past its absolute
+        expiry: the backstop for a revocation announcement this gateway missed."""
         conns = self.connections()
         hashes = list({c.token_hash for c in conns})
         if not hashes:
@@ -315,12 +346,7 @@ class SocketHub:
             for h, expires in zip(hashes, expiries, strict=True)
             if expires is None or float(expires) <= now
         }
-        closed = 0
-        for conn in conns:
-            if conn.token_hash in dead and not conn.closing:
-                closed += 1
-                self.spawn(conn.close(CLOSE_SESSION_REVOKED, "session revoked or expired"))
-        return closed
+        return self._close(c for c in conns if c.token_hash in dead)
 
     async def extend_sessions(self) -> None:
         """An open socket is activity: extend its session's idle TTL (capped by expiry)."""

@@ -12,7 +12,9 @@ MongoDB (the source of truth):
 
 Redis (DESIGN.md §2, libs/contracts/keys.py):
 - sessions: `session:<sha256(token)>` {user_id, created_at, expires_at, idle_s}
-  with TTL = idle timeout, indexed by `user_sessions:<user_id>`;
+  with TTL = idle timeout, indexed by `user_sessions:<user_id>`; a revocation
+  deletes them and publishes their hashes on `session_revocations` in the same
+  transaction (gateways drop them from their caches and close their sockets);
 - the users projection others read (`user:<id>`, `username:<lower>`, the
   `projection_ready("users")` sentinel), written before each reply and rebuilt
   from MongoDB when the sentinel is missing; a rebuild only fills keys that are
@@ -24,6 +26,7 @@ Redis (DESIGN.md §2, libs/contracts/keys.py):
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -266,6 +269,7 @@ class UserRepository:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.srem(self.keys.user_sessions(user_id), hashed)
+            pipe.publish(self.keys.session_revocations(), json.dumps([hashed]))
             await pipe.execute()
 
     async def close_sessions(self, user_id: str, *, keep: str | None = None) -> int:
@@ -277,6 +281,7 @@ class UserRepository:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*(self.keys.session(h) for h in doomed))
             pipe.srem(index, *doomed)
+            pipe.publish(self.keys.session_revocations(), json.dumps(doomed))
             await pipe.execute()
         return len(doomed)
 

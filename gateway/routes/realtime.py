@@ -182,7 +182,7 @@ async def _handshake_principal(request: web.Request) -> Principal:
         )
         if owner != user_id or float(expires_at or 0) <= time.time():
             raise Unauthorized("the session behind the ticket ended", code="invalid_token")
-        return Principal(user_id=user_id, token_hash=token_hash)
+        return Principal(user_id=user_id, token_hash=token_hash, expires_at=float(expires_at))
     return await authenticate_token(request.app, bearer_token(request))
 
 
@@ -209,7 +209,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     _bound_send_buffer(request, settings.socket_send_buffer_bytes)
-    conn = hub.open(principal.user_id, principal.token_hash, ws, request.transport)
+    conn = hub.open(principal, ws, request.transport)
     try:
         try:
             went_online = await hub.register(conn)

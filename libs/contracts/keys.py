@@ -99,6 +99,11 @@ class RedisKeys:
         return self.key("recent_inbox", receiver_id)
 
     # -- delivery_service (owner); the gateway publishes/reads its socket registry -----
+    def session_revocations(self) -> str:
+        """Pub/sub channel: a JSON list of revoked session token hashes (every gateway
+        listens, to drop them from its session cache and close their sockets)."""
+        return self.key("session_revocations")
+
     def gateway_channel(self, instance_id: str) -> str:
         """Pub/sub channel a gateway instance listens on for pushes to its sockets."""
         return self.key("push", instance_id)

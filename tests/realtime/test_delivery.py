@@ -17,7 +17,10 @@ from tests.support.system import RunningSystem, ServiceProcess
 
 def second_gateway(system: RunningSystem) -> ServiceProcess:
     """Instance B (started once per session; instance A is system.gateway_url)."""
-    return system.extra_gateways[0] if system.extra_gateways else system.add_gateway("b")
+    for gateway in system.extra_gateways:
+        if gateway.instance == "-b":
+            return gateway
+    return system.add_gateway("b")
 
 
 async def send(api: Api, sender: User, **body: Any) -> dict[str, Any]:

@@ -3,6 +3,8 @@ tickets, bad and oversized frames, revoked sessions, the per-user cap."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 
 import aiohttp
@@ -114,12 +116,45 @@ async def test_oversized_frame_closes_with_1009(system, http) -> None:
 async def test_revoked_session_closes_its_sockets(system, http) -> None:
     api = Api(http, system.gateway_url)
     user = await api.new_user("rev")
-    gateway_b = system.add_gateway("b") if not system.extra_gateways else system.extra_gateways[0]
+    gateway_b = second_gateway(system)
     on_a = await connect(http, system.gateway_url, user.token)
     on_b = await connect(http, gateway_b.url, user.token)
     assert (await api.call("DELETE", "/v1/sessions/current", token=user.token)).status == 204
+    # Announced on session_revocations: both gateways close at once (their poll is
+    # 600 s away in the tests).
     assert await on_a.wait_closed(timeout=5) == 4001
     assert await on_b.wait_closed(timeout=5) == 4001
+
+
+async def test_a_session_deleted_without_announcement_is_caught_by_the_poll(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("poll")
+    polling = system.add_gateway("poll", extra_env={"GATEWAY_WS_SESSION_POLL_S": "1"})
+    socket = await connect(http, polling.url, user.token)
+    redis = Redis.from_url(endpoints.redis_url(), decode_responses=True)
+    try:
+        session = RedisKeys(system.namespace).session(
+            hashlib.sha256(user.token.encode()).hexdigest()
+        )
+        await redis.delete(session)  # as if the announcement were lost
+    finally:
+        await redis.aclose()
+    assert await socket.wait_closed(timeout=5) == 4001
+
+
+async def test_a_revocation_reaches_the_session_cache_of_another_gateway(system, http) -> None:
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("cache")
+    other = Api(http, second_gateway(system).url)
+    assert (await other.call("GET", "/v1/users/me", token=user.token)).status == 200  # cached
+    assert (await api.call("DELETE", "/v1/sessions/current", token=user.token)).status == 204
+    refused = await other.call("GET", "/v1/users/me", token=user.token)
+    for _ in range(20):  # the announcement is asynchronous: allow it 1 s at most
+        if refused.status == 401:
+            break
+        await asyncio.sleep(0.05)
+        refused = await other.call("GET", "/v1/users/me", token=user.token)
+    assert refused.status == 401
 
 
 async def test_connection_cap_per_user(system, http) -> None:

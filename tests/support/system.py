@@ -5,10 +5,14 @@ with `python -m <service>` on free ports, waiting for each /readyz. Each test
 session gets a fresh MESSENGER_NAMESPACE, so its topics, consumer groups, Redis
 keys and databases are its own. `ServiceProcess` can SIGKILL and restart one
 process, for fault tests; `add_gateway()` starts a second gateway instance.
+`discard()`, after `stop()`, deletes the namespace's topics and databases, so
+test sessions do not pile up thousands of partitions in the local broker (which
+slows its every restart) or databases in the shards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -175,11 +179,17 @@ class RunningSystem:
             proc.wait_ready()
         return system
 
-    def add_gateway(self, label: str = "b") -> ServiceProcess:
+    def add_gateway(
+        self, label: str = "b", extra_env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         """Another gateway instance (its own reply topic and push channel)."""
         proc = ServiceProcess(
             "gateway",
-            {**self.env, "GATEWAY_INSTANCE_ID": f"{self.namespace}-gw-{label}"},
+            {
+                **self.env,
+                "GATEWAY_INSTANCE_ID": f"{self.namespace}-gw-{label}",
+                **(extra_env or {}),
+            },
             free_port(),
             self.log_dir,
             instance=f"-{label}",
@@ -199,6 +209,37 @@ class RunningSystem:
             if name != "gateway" and proc.process is not None:
                 codes[name] = _terminate_quietly(proc)
         return codes
+
+    def discard(self) -> None:
+        """Delete what the namespace left in Kafka and MongoDB (after `stop()`); a
+        failure only leaves them behind, with a line on stderr."""
+        try:
+            asyncio.run(asyncio.wait_for(_discard(self.namespace), 60))
+        except Exception as exc:
+            print(f"namespace {self.namespace} not discarded: {exc!r}", file=sys.stderr)
+
+
+async def _discard(namespace: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from libs.settings import ServiceSettings
+    from libs.storage.mongo import open_shards
+
+    settings = ServiceSettings(**{"MESSENGER_NAMESPACE": namespace})
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(namespace + ".")]
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=30_000)
+    finally:
+        await admin.close()
+    shards = open_shards(settings.mongo_shards, settings.database_name)
+    try:
+        for client in shards.clients:
+            await client.drop_database(settings.database_name)
+    finally:
+        await shards.close()
 
 
 def _terminate_quietly(proc: ServiceProcess) -> int:
