@@ -49,6 +49,10 @@ HUB = web.AppKey("socket_hub", SocketHub)
 REALTIME_SETTINGS = web.AppKey("realtime_settings", RealtimeSettings)
 #: Presence goes to at most this many peers (contacts and group co-members).
 PRESENCE_PEERS_MAX = 2000
+#: Co-members of larger groups are not presence peers: in a group of n members
+#: online together, presence to co-members costs n^2 pushes (a million for 1,000
+#: members coming online), which would drown the group's messages.
+PRESENCE_GROUP_MAX_MEMBERS = 256
 
 
 async def realtime_context(app: web.Application) -> AsyncIterator[None]:
@@ -209,16 +213,24 @@ async def push_typing(app: web.Application, user_id: str, kind: str, target_id: 
 
 
 async def presence_peers(redis: Redis, keys: RedisKeys, user_id: str) -> list[str]:
-    """Direct contacts and group co-members of `user_id`, minus blocks either way."""
+    """Direct contacts and co-members of small groups (PRESENCE_GROUP_MAX_MEMBERS) of
+    `user_id`, minus blocks either way."""
     contacts = await redis.smembers(keys.contacts(user_id))
     try:
-        groups = await user_groups(redis, keys, user_id)
+        groups = sorted(await user_groups(redis, keys, user_id))
     except Exception:  # the groups projection is being rebuilt: contacts only
-        groups = set()
+        groups = []
     peers = set(contacts)
+    small: list[str] = []
     if groups:
         async with redis.pipeline(transaction=False) as pipe:
             for group_id in groups:
+                pipe.hlen(keys.group_members(group_id))
+            sizes = await pipe.execute()
+        small = [g for g, n in zip(groups, sizes, strict=True) if n <= PRESENCE_GROUP_MAX_MEMBERS]
+    if small:
+        async with redis.pipeline(transaction=False) as pipe:
+            for group_id in small:
                 pipe.hkeys(keys.group_members(group_id))
             for members in await pipe.execute():
                 peers.update(members)
