@@ -6,6 +6,10 @@ slow to keep up (its queue full) is closed with code 4008 ("slow consumer"),
 never buffered without bound. The hub also keeps the session registry
 (`conns:<user>`, see libs/push.py) true for this instance: it writes an entry
 at connect, refreshes every entry on each heartbeat, and removes it at close.
+Registrations (and removals) made while one is in flight go together in the
+next pipeline (`Coalesced`): a storm of N connects or disconnects (a gateway
+restart, a network blip) costs one pooled Redis connection and a few round
+trips, not N connections, which the pool could not give within its wait.
 
 Close codes the server uses (documented in docs/realtime.md):
 - 1001 going away (gateway shutdown), 1009 frame too large,
@@ -19,7 +23,7 @@ import contextlib
 import math
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +200,43 @@ class Connection:
             return
 
 
+#: Most registrations (or removals) in one pipeline.
+REGISTRY_BATCH_MAX = 500
+
+
+class Coalesced:
+    """One registry operation over many connections: each call waits for the next
+    pipeline, which carries every call made meanwhile. `run` maps a batch of
+    connections to one answer each."""
+
+    def __init__(self, run: Callable[[list[Connection]], Awaitable[list[bool]]]) -> None:
+        self._run = run
+        self._waiting: list[tuple[Connection, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def __call__(self, conn: Connection) -> bool:
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((conn, answer))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await answer
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch = self._waiting[:REGISTRY_BATCH_MAX]
+            del self._waiting[:REGISTRY_BATCH_MAX]
+            try:
+                answers = await self._run([conn for conn, _ in batch])
+            except Exception as exc:
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for (_, answer), value in zip(batch, answers, strict=True):
+                if not answer.done():
+                    answer.set_result(value)
+
+
 class SocketHub:
     """Every socket of this gateway process, by user, and their registry entries."""
 
@@ -208,6 +249,8 @@ class SocketHub:
         self.settings = settings
         self.by_user: dict[str, dict[str, Connection]] = defaultdict(dict)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.register = Coalesced(self._register_all)
+        self.unregister = Coalesced(self._unregister_all)
 
     def connections(self) -> list[Connection]:
         return [c for conns in self.by_user.values() for c in conns.values()]
@@ -271,30 +314,47 @@ class SocketHub:
         fields = await self.redis.hgetall(self.keys.user_connections(user_id))
         return len(live_routes(fields))
 
-    async def register(self, conn: Connection) -> bool:
-        """Write the socket's entry; True when the user was offline before it."""
-        key = self.keys.user_connections(conn.user_id)
+    async def _register_all(self, conns: list[Connection]) -> list[bool]:
+        """Write each socket's entry; True for each whose user was offline before it
+        (in order: a second socket of one user in the batch sees the first)."""
+        value = route_value(self.instance_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(key)
-            pipe.hset(key, conn.id, route_value(self.instance_id))
-            pipe.expire(key, CONNECTION_TTL_S)
-            before, _, _ = await pipe.execute()
-        others = {cid for cid in live_routes(before) if cid != conn.id}
-        return not others
+            for conn in conns:
+                key = self.keys.user_connections(conn.user_id)
+                pipe.hgetall(key)
+                pipe.hset(key, conn.id, value)
+                pipe.expire(key, CONNECTION_TTL_S)
+            results = await pipe.execute()
+        went_online = []
+        for n, conn in enumerate(conns):
+            before = results[3 * n]
+            went_online.append(not {cid for cid in live_routes(before) if cid != conn.id})
+        return went_online
 
-    async def unregister(self, conn: Connection) -> bool:
-        """Remove the socket's entry; True when the user has no live socket left."""
-        key = self.keys.user_connections(conn.user_id)
+    async def _unregister_all(self, conns: list[Connection]) -> list[bool]:
+        """Remove each socket's entry (and expired ones of its user); True for each
+        whose user has no live socket left."""
+        now = str(int(time.time()))
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(key, conn.id)
-            pipe.hgetall(key)
-            pipe.set(self.keys.last_seen(conn.user_id), str(int(time.time())))
-            _, after, _ = await pipe.execute()
-        live = live_routes(after)
-        stale = set(after) - set(live)
+            for conn in conns:
+                pipe.hdel(self.keys.user_connections(conn.user_id), conn.id)
+                pipe.hgetall(self.keys.user_connections(conn.user_id))
+                pipe.set(self.keys.last_seen(conn.user_id), now)
+            results = await pipe.execute()
+        went_offline = []
+        stale: dict[str, set[str]] = {}
+        for n, conn in enumerate(conns):
+            after = results[3 * n + 1]
+            live = live_routes(after)
+            if set(after) - set(live):
+                stale.setdefault(conn.user_id, set()).update(set(after) - set(live))
+            went_offline.append(not live)
         if stale:
-            await self.redis.hdel(key, *stale)
-        return not live
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user_id, fields in stale.items():
+                    pipe.hdel(self.keys.user_connections(user_id), *fields)
+                await pipe.execute()
+        return went_offline
 
     async def refresh_registry(self) -> None:
         """Heartbeat: extend this instance's entries and prune expired ones."""
