@@ -23,6 +23,7 @@ import aiohttp
 from pymongo import AsyncMongoClient
 
 from bench.loadgen import raise_fd_limit, ws_url
+from bench.profile import metric_families
 from tests.support.client import Api, User
 from tests.support.system import ROOT, RunningSystem
 
@@ -49,6 +50,8 @@ class BenchSystem:
     stored_at_start: int = 0
     #: Filler documents scenario 6 wrote straight into the shards.
     inserted_directly: int = 0
+    #: For the persister's /metrics, polled while steps settle (opened on first use).
+    _http: aiohttp.ClientSession | None = None
 
     @classmethod
     def start(cls, extra_env: dict[str, str] | None = None) -> BenchSystem:
@@ -106,16 +109,10 @@ class BenchSystem:
 
     async def stored_count(self) -> int:
         """Messages the persister has acknowledged writing (its /metrics counter)."""
-        url = self.system.services["persister"].url + "/metrics"
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response,
-        ):
-            text = await response.text()
-        for line in text.splitlines():
-            if line.startswith(STORED_METRIC + " "):
-                return int(float(line.split()[1]))
-        return 0
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        families = await metric_families(self._http, self.system.services["persister"].url)
+        return int(sum(s.value for f in families for s in f.samples if s.name == STORED_METRIC))
 
     async def wait_persisted(self, expected_total: int, timeout_s: float = 30.0) -> int:
         """Poll the persister until it has stored `expected_total`; return the last total.
@@ -155,6 +152,9 @@ class BenchSystem:
         for client in self.mongo:
             await client.close()
         self.mongo = []
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def stop(self) -> dict[str, int]:
         """Stop the services and delete the namespace's topics and database."""

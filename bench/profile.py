@@ -97,23 +97,29 @@ def report(out_dir: Path, top: int = 12) -> str:
     return "\n".join(lines)
 
 
+async def metric_families(http: Any, service_url: str) -> list[Any]:
+    """A service's /metrics, parsed (prometheus_client's text parser)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(service_url + "/metrics") as response:
+        text = await response.text()
+    return list(text_string_to_metric_families(text))
+
+
 async def batch_stats(http: Any, service_urls: dict[str, str]) -> dict[str, dict[str, float]]:
     """Per consumer group, over the whole bench: batches, records per batch, ms per batch.
 
     Read from each service's /metrics (libs/metrics.py: messenger_batch_seconds and
     messenger_batch_records), so the consumer side of every figure can be seen.
     """
-    from prometheus_client.parser import text_string_to_metric_families
-
     stats: dict[str, dict[str, float]] = {}
     for name, url in service_urls.items():
         try:
-            async with http.get(url + "/metrics") as response:
-                text = await response.text()
+            families = await metric_families(http, url)
         except Exception:  # a service that died has no metrics; the table says the rest
             continue
         sums: dict[tuple[str, str], float] = {}
-        for family in text_string_to_metric_families(text):
+        for family in families:
             if family.name not in ("messenger_batch_seconds", "messenger_batch_records"):
                 continue
             for sample in family.samples:

@@ -346,8 +346,9 @@ class SocketHub:
         for n, conn in enumerate(conns):
             after = results[3 * n + 1]
             live = live_routes(after)
-            if set(after) - set(live):
-                stale.setdefault(conn.user_id, set()).update(set(after) - set(live))
+            expired = set(after) - set(live)
+            if expired:
+                stale.setdefault(conn.user_id, set()).update(expired)
             went_offline.append(not live)
         if stale:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -393,33 +394,30 @@ class SocketHub:
         """Close every socket whose session is gone from Redis or past its absolute
         expiry: the backstop for a revocation announcement this gateway missed."""
         conns = self.connections()
+        sessions = await self._sessions_of(conns, "expires_at")
+        now = time.time()
+        dead = {h for h, (expires,) in sessions.items() if expires is None or float(expires) <= now}
+        return self._close(c for c in conns if c.token_hash in dead)
+
+    async def _sessions_of(self, conns: list[Connection], *fields: str) -> dict[str, list[Any]]:
+        """token hash -> `fields` of its session hash (None where gone), one round trip."""
         hashes = list({c.token_hash for c in conns})
         if not hashes:
-            return 0
+            return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for token_hash in hashes:
-                pipe.hget(self.keys.session(token_hash), "expires_at")
-            expiries = await pipe.execute()
-        now = time.time()
-        dead = {
-            h
-            for h, expires in zip(hashes, expiries, strict=True)
-            if expires is None or float(expires) <= now
-        }
-        return self._close(c for c in conns if c.token_hash in dead)
+                pipe.hmget(self.keys.session(token_hash), *fields)
+            rows = await pipe.execute()
+        return dict(zip(hashes, rows, strict=True))
 
     async def extend_sessions(self) -> None:
         """An open socket is activity: extend its session's idle TTL (capped by expiry)."""
-        hashes = list({c.token_hash for c in self.connections()})
-        if not hashes:
+        sessions = await self._sessions_of(self.connections(), "expires_at", "idle_s")
+        if not sessions:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for token_hash in hashes:
-                pipe.hmget(self.keys.session(token_hash), "expires_at", "idle_s")
-            rows = await pipe.execute()
         now = time.time()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for token_hash, (expires_at, idle_s) in zip(hashes, rows, strict=True):
+            for token_hash, (expires_at, idle_s) in sessions.items():
                 if expires_at is None or not idle_s or int(idle_s) <= 0:
                     continue
                 ttl = max(1, min(int(idle_s), int(float(expires_at) - now)))

@@ -149,7 +149,6 @@ class Sequencer:
     ) -> None:
         """Sequence and record `pending` (indexes into `commands`, in order), in rounds
         until every one is stored or answered by its original."""
-        stored_positions: dict[str, ReceiverPosition] = {}  # the last one per receiver
         reloaded: set[int] = set()
         while pending:
             unknown = sorted({commands[i].receiver_id for i in pending} - self.positions.keys())
@@ -164,7 +163,7 @@ class Sequencer:
                 if outcome is Outcome.STORED:
                     results[index] = Acceptance(message, fresh=True)
                     self.positions[message.receiver_id] = position
-                    stored_positions[message.receiver_id] = position
+                    self._unwritten[message.receiver_id] = position
                     self._remember(keys[index], message)
                 elif outcome is Outcome.REFUSED:
                     refused.append(index)
@@ -190,7 +189,6 @@ class Sequencer:
                     self.positions.pop(commands[index].receiver_id, None)
                     again.append(index)
             pending = sorted(again)
-        self._unwritten.update(stored_positions)
         await self._advance_counters_behind()
 
     def _propose(

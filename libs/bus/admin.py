@@ -1,4 +1,5 @@
-"""Kafka topic administration: creating the topics the system needs, idempotently.
+"""Kafka topic administration: creating the topics the system needs, idempotently, and
+deleting them (a gateway's reply topic, a finished namespace).
 
 Topics are never auto-created (the broker runs with auto.create.topics.enable=false),
 so a typo in a topic name fails loudly instead of creating a stray topic.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from libs.contracts.topics import namespaced
 from libs.settings import ConfigurationError
 
 
@@ -61,13 +63,27 @@ async def ensure_topics(
 
 async def delete_topics(bootstrap: str, topics: Iterable[str], timeout_s: float = 30.0) -> None:
     """Delete topics that exist (used for a gateway's reply topic on shutdown)."""
+    wanted = set(topics)
+    await _delete_existing(bootstrap, wanted.__contains__, timeout_s)
+
+
+async def delete_namespace_topics(bootstrap: str, namespace: str, timeout_s: float = 30.0) -> None:
+    """Delete every topic of a namespace (what a finished test session or bench run left)."""
+    if not namespace:
+        raise ValueError("no namespace: that would be every topic of the cluster")
+    prefix = namespaced("", namespace)
+    await _delete_existing(bootstrap, lambda topic: topic.startswith(prefix), timeout_s)
+
+
+async def _delete_existing(
+    bootstrap: str, doomed_if: Callable[[str], bool], timeout_s: float
+) -> None:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        doomed = [t for t in topics if t in existing]
+        doomed = [t for t in await admin.list_topics() if doomed_if(t)]
         if doomed:
             await admin.delete_topics(doomed, timeout_ms=int(timeout_s * 1000))
     finally:

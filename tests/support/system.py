@@ -220,20 +220,12 @@ class RunningSystem:
 
 
 async def _discard(namespace: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
+    from libs.bus.admin import delete_namespace_topics
     from libs.settings import ServiceSettings
     from libs.storage.mongo import open_shards
 
     settings = ServiceSettings(**{"MESSENGER_NAMESPACE": namespace})
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(namespace + ".")]
-        if doomed:
-            await admin.delete_topics(doomed, timeout_ms=30_000)
-    finally:
-        await admin.close()
+    await delete_namespace_topics(settings.kafka_bootstrap_servers, namespace)
     shards = open_shards(settings.mongo_shards, settings.database_name)
     try:
         for client in shards.clients:
