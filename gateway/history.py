@@ -1,93 +1,48 @@
-"""History and sync reads: the recent-messages cache first, then MongoDB.
+"""History and sync reads at the API's edge: cursors, bounds, and the read model.
 
 Order of a conversation: by position (created_at in ms, then message_id; see
 libs.contracts.messages.position). A history page is the `limit` messages
 nearest to its cursor in that order, returned newest first; a cursor is the
-position of the page's edge, so inserts elsewhere never shift a page: no
-message is skipped or repeated across pages.
+position of the page's edge plus, per stream of the conversation, the bucket
+from which to read on (libs/readmodels/messages.py), so inserts elsewhere never
+shift a page: no message is skipped or repeated across pages.
 
-The cache (written by message_service before it replies) answers a page only
-when it provably covers it: every receiver of the conversation has a coverage
-marker ('from:<receiver_id>', the position from which the cache holds all that
-receiver's messages of the conversation), and the page lies at or above the
-highest marker. Otherwise the page is read from MongoDB (one indexed query per
-direction) and merged with the cache's entries in range, so a message accepted
-but not yet persisted is still visible (read-your-writes).
-
-Sync walks the caller's inbox and groups by seq: from the per-receiver recent
-cache when it holds every seq after the cursor, else from MongoDB, returning per
-receiver only a contiguous run of seqs after the cursor, so a message not yet
-persisted holds the cursor back instead of being skipped.
+Every read (the recent-messages cache, then bucket lookups) is the message read
+model's (libs/readmodels/messages.py); this module encodes and checks cursors.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import Counter
-from pymongo import ASCENDING, DESCENDING
 
 from gateway.keys import KEYS, MONGO, REDIS
-from libs.contracts.messages import (
-    MessageView,
-    ReceiverKind,
-    from_millis,
-    position,
-    to_millis,
-)
+from libs.contracts.messages import MessageView, to_millis
 from libs.errors import Invalid
-from libs.logging import get_logger
-
-MESSAGES = "messages"  # the persister's collection
-log = get_logger(__name__)
-HISTORY_ANOMALIES = Counter(
-    "messenger_history_anomalies_total",
-    "Rows dropped from a history page because they broke its invariants",
-    ["kind"],
+from libs.readmodels.messages import (
+    Bound,
+    Conversation,
+    HistoryPage,
+    MessageReader,
+    in_range,
+    view_position,
 )
 
+__all__ = [
+    "Bound",
+    "Conversation",
+    "HistoryPage",
+    "Page",
+    "in_range",
+]
 
-@dataclass(frozen=True, slots=True)
-class Conversation:
-    """A conversation and the (receiver_id, sender_id filter) of each of its directions."""
-
-    id: str
-    kind: ReceiverKind
-    directions: tuple[tuple[str, str | None], ...]
-
-    @classmethod
-    def direct(cls, caller_id: str, other_id: str) -> Conversation:
-        low, high = sorted((caller_id, other_id))
-        directions = ((other_id, caller_id),)
-        if other_id != caller_id:
-            directions += ((caller_id, other_id),)
-        return cls(f"d:{low}:{high}", "user", directions)
-
-    @classmethod
-    def group(cls, group_id: str) -> Conversation:
-        return cls(f"g:{group_id}", "group", ((group_id, None),))
-
-
-@dataclass(frozen=True, slots=True)
-class Bound:
-    """One end of a position range: `inclusive` says whether `position` itself is in."""
-
-    position: str
-    inclusive: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    messages: list[MessageView]
-    has_more: bool
+Page = HistoryPage
 
 
 # -- cursors ------------------------------------------------------------------------
@@ -108,16 +63,32 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     return data
 
 
-def history_cursor(conversation: Conversation, message: MessageView) -> str:
-    return encode_cursor({"c": conversation.id, "p": position(message.created_at, message.id)})
+def history_cursor(
+    conversation: Conversation, message: MessageView, hints: dict[str, int] | None = None
+) -> str:
+    data: dict[str, Any] = {"c": conversation.id, "p": view_position(message)}
+    if hints:
+        data["b"] = hints
+    return encode_cursor(data)
 
 
 def cursor_position(conversation: Conversation, cursor: str) -> str:
+    return cursor_parts(conversation, cursor)[0]
+
+
+def cursor_parts(conversation: Conversation, cursor: str) -> tuple[str, dict[str, int]]:
+    """(the edge position, per-stream bucket hints) of a history cursor."""
     data = decode_cursor(cursor)
     pos = data.get("p")
     if data.get("c") != conversation.id or not isinstance(pos, str) or not _valid_position(pos):
         raise Invalid("the cursor belongs to another conversation", code="invalid_cursor")
-    return pos
+    hints = data.get("b", {})
+    if not isinstance(hints, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in hints.items()
+    ):
+        raise Invalid("the cursor is not valid", code="invalid_cursor")
+    return pos, dict(hints)
 
 
 def _valid_position(pos: str) -> bool:
@@ -145,57 +116,8 @@ def tighter_upper(a: Bound | None, b: Bound | None) -> Bound | None:
     return a if not a.inclusive else b
 
 
-def _in_range(pos: str, lower: Bound | None, upper: Bound | None) -> bool:
-    if lower is not None and (
-        pos < lower.position or (pos == lower.position and not lower.inclusive)
-    ):
-        return False
-    return not (
-        upper is not None
-        and (pos > upper.position or (pos == upper.position and not upper.inclusive))
-    )
-
-
-# -- history ------------------------------------------------------------------------
-
-
-def _view(raw: str | bytes) -> MessageView:
-    return MessageView.model_validate_json(raw)
-
-
-def _view_from_document(doc: dict[str, Any]) -> MessageView:
-    return MessageView.model_validate(
-        {
-            "id": doc["_id"],
-            "seq": doc["seq"],
-            "receiver": {"kind": doc["receiver_kind"], "id": doc["receiver_id"]},
-            "sender_id": doc["sender_id"],
-            "content": doc["content"],
-            "created_at": doc["created_at"],
-            "client_msg_id": doc.get("client_msg_id"),
-            "client_sent_at": doc.get("client_sent_at"),
-        }
-    )
-
-
-def _pos(message: MessageView) -> str:
-    return position(message.created_at, message.id)
-
-
-def _lex(bound: Bound | None, *, lower: bool) -> str:
-    if bound is None:
-        return "-" if lower else "+"
-    return ("[" if bound.inclusive else "(") + bound.position
-
-
-def _mongo_bound(bound: Bound, *, lower: bool) -> dict[str, Any]:
-    millis, message_id = int(bound.position[:15]), bound.position[16:]
-    moment = from_millis(millis)
-    if lower:
-        tie = {"$gte" if bound.inclusive else "$gt": message_id}
-        return {"$or": [{"created_at": {"$gt": moment}}, {"created_at": moment, "_id": tie}]}
-    tie = {"$lte" if bound.inclusive else "$lt": message_id}
-    return {"$or": [{"created_at": {"$lt": moment}}, {"created_at": moment, "_id": tie}]}
+def reader(app: web.Application) -> MessageReader:
+    return MessageReader(app[MONGO], app[REDIS], app[KEYS])
 
 
 async def read_history(
@@ -206,112 +128,12 @@ async def read_history(
     upper: Bound | None,
     limit: int,
     ascending: bool,
-) -> Page:
-    """The `limit` messages of [lower, upper] nearest to the cursor side, newest first.
-
-    `ascending=False` (before/default): the newest ones below `upper`.
-    `ascending=True` (after): the oldest ones above `lower`.
-    """
-    redis, keys = app[REDIS], app[KEYS]
-    zset, bodies = keys.recent_messages(conversation.id), keys.recent_bodies(conversation.id)
-    markers = [f"from:{receiver}" for receiver, _ in conversation.directions]
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.exists(zset)
-        pipe.hmget(bodies, markers)
-        if ascending:
-            pipe.zrangebylex(zset, _lex(lower, lower=True), _lex(upper, lower=False), 0, limit + 1)
-        else:
-            pipe.zrevrangebylex(
-                zset, _lex(upper, lower=False), _lex(lower, lower=True), 0, limit + 1
-            )
-        exists, marker_values, positions = await pipe.execute()
-    cached: list[MessageView] = []
-    if positions:
-        raw_bodies = await redis.hmget(bodies, positions)
-        cached = _unique(_view(raw) for raw in raw_bodies if raw is not None)
-
-    covered_from = max(marker_values) if exists and marker_values and all(marker_values) else None
-    if covered_from is not None:
-        start = lower.position if lower is not None else None
-        if ascending:
-            covered = start is not None and start >= covered_from
-        else:
-            inside = sum(1 for m in cached if _pos(m) >= covered_from)
-            covered = inside >= limit + 1 or (start is not None and start >= covered_from)
-        if covered and len(cached) == len(positions):
-            return _page(cached, limit, ascending)
-
-    found = await asyncio.gather(
-        *(
-            _read_direction(app, receiver, sender, lower, upper, limit + 1, ascending)
-            for receiver, sender in conversation.directions
-        )
+    hints: dict[str, int] | None = None,
+) -> HistoryPage:
+    """The `limit` messages of [lower, upper] nearest to the cursor side, newest first."""
+    return await reader(app).history(
+        conversation, lower=lower, upper=upper, limit=limit, ascending=ascending, hints=hints
     )
-    merged = {m.id: m for m in cached if _in_range(_pos(m), lower, upper)}
-    for documents in found:
-        for message in documents:
-            # The range is checked here too: a row outside it would repeat across pages.
-            if _in_range(_pos(message), lower, upper):
-                merged.setdefault(message.id, message)
-            else:
-                _anomaly("storage row outside the range", message)
-            previous = merged.get(message.id)
-            if previous is not None and _pos(previous) != _pos(message):
-                _anomaly("cache and storage disagree on the position", message)
-    return _page(list(merged.values()), limit, ascending)
-
-
-def _unique(messages: Iterable[MessageView]) -> list[MessageView]:
-    """One entry per message id (the cache is keyed by position, not by id)."""
-    seen: set[str] = set()
-    unique: list[MessageView] = []
-    for message in messages:
-        if message.id in seen:
-            _anomaly("message cached at two positions", message)
-            continue
-        seen.add(message.id)
-        unique.append(message)
-    return unique
-
-
-def _anomaly(kind: str, message: MessageView) -> None:
-    HISTORY_ANOMALIES.labels(kind).inc()
-    log.warning("history anomaly", kind=kind, message_id=message.id, position=_pos(message))
-
-
-def _page(messages: Sequence[MessageView], limit: int, ascending: bool) -> Page:
-    ordered = sorted(messages, key=_pos, reverse=not ascending)
-    page = ordered[:limit]
-    if ascending:
-        page.reverse()
-    return Page(page, has_more=len(ordered) > limit)
-
-
-async def _read_direction(
-    app: web.Application,
-    receiver_id: str,
-    sender_id: str | None,
-    lower: Bound | None,
-    upper: Bound | None,
-    limit: int,
-    ascending: bool,
-) -> list[MessageView]:
-    """One indexed query: (receiver_id[, sender_id], created_at, _id) in range."""
-    clauses: list[dict[str, Any]] = [{"receiver_id": receiver_id}]
-    if sender_id is not None:
-        clauses.append({"sender_id": sender_id})
-    if lower is not None:
-        clauses.append(_mongo_bound(lower, lower=True))
-    if upper is not None:
-        clauses.append(_mongo_bound(upper, lower=False))
-    direction = ASCENDING if ascending else DESCENDING
-    collection = app[MONGO].collection_for(receiver_id, MESSAGES)
-    cursor = (
-        collection.find({"$and": clauses})
-        .sort([("created_at", direction), ("_id", direction)])
-        .limit(limit)
-    )
-    return [_view_from_document(doc) async for doc in cursor]
 
 
 # -- sync -----------------------------------------------------------------------------
@@ -336,55 +158,5 @@ def encode_sync_cursor(seqs: dict[str, int]) -> str:
 async def read_sync(
     app: web.Application, receivers: Sequence[str], seqs: dict[str, int], limit: int
 ) -> tuple[list[MessageView], dict[str, int], bool]:
-    """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?
-
-    Per receiver, the recent-inbox cache answers when it holds every seq after the
-    cursor (contiguous and starting at or before cursor + 1); otherwise MongoDB.
-    """
-    redis, keys = app[REDIS], app[KEYS]
-    async with redis.pipeline(transaction=False) as pipe:
-        for receiver_id in receivers:
-            key = keys.recent_inbox(receiver_id)
-            pipe.zcard(key)
-            pipe.zrange(key, 0, 0, withscores=True)
-            pipe.zrange(key, -1, -1, withscores=True)
-            pipe.zrangebyscore(key, f"({seqs.get(receiver_id, 0)}", "+inf", 0, limit + 1)
-        raw = await pipe.execute()
-
-    async def one(index: int, receiver_id: str) -> tuple[list[MessageView], bool]:
-        after = seqs.get(receiver_id, 0)
-        size, lowest, highest, entries = raw[4 * index : 4 * index + 4]
-        if size and lowest and highest:
-            low, high = int(lowest[0][1]), int(highest[0][1])
-            if high - low + 1 == size and low <= after + 1:
-                run = [_view(entry) for entry in entries]
-                return run[:limit], len(run) > limit
-        return await _sync_from_mongo(app, receiver_id, after, limit)
-
-    results = await asyncio.gather(*(one(i, r) for i, r in enumerate(receivers)))
-    candidates = [m for run, _ in results for m in run]
-    candidates.sort(key=_pos)
-    page = candidates[:limit]
-    more = len(candidates) > limit or any(more for _, more in results)
-    advanced = dict(seqs)
-    for message in page:
-        advanced[message.receiver.id] = max(advanced.get(message.receiver.id, 0), message.seq)
-    return page, advanced, more
-
-
-async def _sync_from_mongo(
-    app: web.Application, receiver_id: str, after: int, limit: int
-) -> tuple[list[MessageView], bool]:
-    """The contiguous run of persisted seqs after `after` (a gap = not yet persisted)."""
-    collection = app[MONGO].collection_for(receiver_id, MESSAGES)
-    cursor = (
-        collection.find({"receiver_id": receiver_id, "seq": {"$gt": after}})
-        .sort("seq", ASCENDING)
-        .limit(limit + 1)
-    )
-    run: list[MessageView] = []
-    async for doc in cursor:
-        if doc["seq"] != after + len(run) + 1:
-            return run[:limit], False  # the next seq is not persisted yet: stop here
-        run.append(_view_from_document(doc))
-    return run[:limit], len(run) > limit
+    """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?"""
+    return await reader(app).sync(receivers, seqs, limit)

@@ -136,7 +136,9 @@ def mongo_context(
     key: web.AppKey[MongoShards], settings: ServiceSettings
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        shards = open_shards(settings.mongo_shards, settings.database_name)
+        shards = open_shards(
+            settings.mongo_shards, settings.database_name, settings.mongo_shards_sql
+        )
         app[key] = shards
 
         async def ready() -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_KAFKA = "127.0.0.1:19092"
@@ -45,6 +45,12 @@ class ServiceSettings(BaseSettings):
     mongo_shards: Annotated[tuple[str, ...], NoDecode] = Field(
         LOCAL_MONGO_SHARDS, validation_alias=_shared("MONGO_SHARDS")
     )
+    #: The PostgreSQL database under each MONGO_SHARDS entry when the shards are FerretDB
+    #: on PostgreSQL (the local stack), in the same order; empty on a real MongoDB. The
+    #: bootstrap makes there the expression indexes FerretDB's queries can use.
+    mongo_shards_sql: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_shared("MONGO_SHARDS_SQL")
+    )
     mongo_database: str = Field("messenger", validation_alias=_shared("MONGO_DATABASE"))
     #: Isolates topics, consumer groups, Redis keys and the database name (tests, tenants).
     namespace: str = Field(
@@ -65,7 +71,7 @@ class ServiceSettings(BaseSettings):
     #: Seconds a SIGTERM'd service waits for in-flight work before it gives up.
     shutdown_grace_seconds: float = Field(10.0, gt=0)
 
-    @field_validator("mongo_shards", mode="before")
+    @field_validator("mongo_shards", "mongo_shards_sql", mode="before")
     @classmethod
     def _split_shards(cls, value: object) -> object:
         if isinstance(value, str):
@@ -85,6 +91,15 @@ class ServiceSettings(BaseSettings):
         if len(set(shards)) != len(shards):
             raise ValueError("MONGO_SHARDS lists the same URI twice")
         return shards
+
+    @model_validator(mode="after")
+    def _check_shards_sql(self) -> ServiceSettings:
+        if self.mongo_shards_sql and len(self.mongo_shards_sql) != len(self.mongo_shards):
+            raise ValueError("MONGO_SHARDS_SQL must name one PostgreSQL URL per MONGO_SHARDS entry")
+        for url in self.mongo_shards_sql:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ValueError(f"MONGO_SHARDS_SQL entry {url!r} is not a PostgreSQL URL")
+        return self
 
     @property
     def database_name(self) -> str:

@@ -28,9 +28,10 @@ from libs.lifecycle import (
     producer_context,
     redis_context,
 )
+from libs.readmodels.messages import RecentCache
 from libs.storage.mongo import bootstrap_collections
 from message_service.handlers import Validator, handle_send_batch
-from message_service.repository import COLLECTIONS, Ledger, RecentCache
+from message_service.repository import COLLECTIONS, Ledger
 from message_service.sequencing import Sequencer
 from message_service.settings import MessageServiceSettings
 

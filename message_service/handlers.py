@@ -24,7 +24,7 @@ from libs.contracts.messages import MessageAccepted, MessageView, SendMessage, S
 from libs.contracts.topics import MESSAGES_EVENTS
 from libs.errors import DomainError, Forbidden, NotFound, Unavailable
 from libs.logging import get_logger
-from message_service.repository import RecentCache
+from libs.readmodels.messages import RecentCache
 from message_service.sequencing import Sequencer
 
 log = get_logger(__name__)

@@ -10,12 +10,16 @@ on the receiver's shard (DESIGN.md §4):
   and records its seq: a retry or a redelivery is recognised by a refused
   insert, never by a read on the hot path. It holds the whole accepted message,
   so a retry answers the original.
-- `sequence_counters`: `_id = receiver_id`, `{seq, created_ms}` advanced with
-  $max once per receiver per batch; the ledger may run ahead of it by the batch
-  in hand at a crash, which `load_positions` finds by probing `_id`s forward.
+- the heads (`sequence_counters`, owned by libs/readmodels/messages.py, which
+  also reads them): a receiver's `{seq, created_ms}` and a direct direction's
+  `{seq: dseq}`, advanced with $max behind the reply; the ledger may run ahead
+  of them by the messages since the last write at a crash, which
+  `load_positions` finds by probing `_id`s forward.
 
-Redis: the recent-messages cache of a conversation (RedisKeys.recent_messages /
-recent_bodies), written here before the reply so history is read-your-writes.
+Every read here is an equality lookup on a field with a lookup index
+(`_id`, `key`, `message_id`; libs/storage/sqlindexes.py), one per item,
+concurrently: `$in` and `$or` are never pushed down by FerretDB, so they scan.
+The recent-messages cache is libs/readmodels/messages.py's (RecentCache).
 """
 
 from __future__ import annotations
@@ -26,22 +30,13 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
-from redis.asyncio import Redis
 
-from libs.contracts.keys import RedisKeys
-from libs.contracts.messages import (
-    MessageAcceptedPayload,
-    MessageView,
-    conversation_id,
-    position,
-    to_millis,
-)
+from libs.contracts.messages import MessageAcceptedPayload, to_millis
+from libs.readmodels import messages as readmodel
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, bulk_update
 
 LEDGER = "accepted"
-COUNTERS = "sequence_counters"
 DUPLICATE_KEY = 11000
 T = TypeVar("T")
 
@@ -54,8 +49,9 @@ COLLECTIONS = (
             IndexSpec([("receiver_id", 1), ("message_id", 1)], "receiver_message", unique=True),
         ),
         shard_key={"receiver_id": "hashed"},
+        lookups=("_id", "key", "message_id"),
     ),
-    CollectionSpec(COUNTERS, shard_key={"_id": "hashed"}),
+    *[spec for spec in readmodel.COLLECTIONS if spec.name == readmodel.HEADS],
 )
 
 
@@ -101,6 +97,7 @@ def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]
         "client_msg_id": message.client_msg_id,
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
+        "dseq": message.dseq,
     }
 
 
@@ -115,6 +112,7 @@ def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
         client_msg_id=doc.get("client_msg_id"),
         client_sent_at=doc.get("client_sent_at"),
         created_at=doc["created_at"],
+        dseq=doc.get("dseq"),
     )
 
 
@@ -134,20 +132,17 @@ class Ledger:
         self, wanted: Sequence[tuple[str, str, str]]
     ) -> dict[str, MessageAcceptedPayload]:
         """Ledger entries of (receiver_id, key, message_id) triples, by key and by
-        message_id (rare path: retries and redeliveries; one query per shard)."""
-        grouped = self._by_shard(wanted, lambda triple: triple[0])
+        message_id (rare path: retries and redeliveries; two lookups per triple)."""
 
-        async def on_shard(shard: int, group: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-            query = {
-                "receiver_id": {"$in": sorted({receiver for receiver, _, _ in group})},
-                "$or": [
-                    {"key": {"$in": [key for _, key, _ in group]}},
-                    {"message_id": {"$in": [message_id for _, _, message_id in group]}},
-                ],
-            }
-            return [doc async for doc in self.shards.databases[shard][LEDGER].find(query)]
+        async def lookups(receiver_id: str, key: str, message_id: str) -> list[dict[str, Any]]:
+            ledger = self.shards.collection_for(receiver_id, LEDGER)
+            found = await asyncio.gather(
+                ledger.find_one({"receiver_id": receiver_id, "key": key}),
+                ledger.find_one({"receiver_id": receiver_id, "message_id": message_id}),
+            )
+            return [doc for doc in found if doc is not None]
 
-        found = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
+        found = await _all_shards(lookups(*triple) for triple in wanted)
         originals: dict[str, MessageAcceptedPayload] = {}
         for part in found:
             for doc in part:
@@ -157,21 +152,39 @@ class Ledger:
         return originals
 
     async def load_positions(self, receiver_ids: Sequence[str]) -> dict[str, ReceiverPosition]:
-        """The true last seq of each receiver: its counter, then the ledger beyond it."""
-        positions = {r: ReceiverPosition(0, 0) for r in receiver_ids}
-        for shard, group in self._by_shard(receiver_ids, lambda r: r).items():
-            database = self.shards.databases[shard]
-            async for doc in database[COUNTERS].find({"_id": {"$in": group}}):
-                positions[doc["_id"]] = ReceiverPosition(
-                    int(doc.get("seq", 0)), int(doc.get("created_ms", 0))
-                )
-            # The ledger runs ahead of the counter only after a crash between the
-            # two writes: probe the next seq of every receiver in one query.
-            probe = [_ledger_id(r, positions[r].seq + 1) for r in group]
-            ahead = [doc async for doc in database[LEDGER].find({"_id": {"$in": probe}})]
-            for doc in ahead:
-                positions[doc["receiver_id"]] = await self._last_in_ledger(database, doc)
-        return positions
+        """The true last seq of each receiver: its head, then the ledger beyond it
+        (one `_id` lookup each, concurrently; more only after a crash)."""
+
+        async def one(receiver_id: str) -> tuple[str, ReceiverPosition]:
+            head = await readmodel.read_head(self.shards, receiver_id)
+            position = ReceiverPosition(
+                int(head.get("seq", 0)) if head else 0,
+                int(head.get("created_ms", 0)) if head else 0,
+            )
+            ledger = self.shards.collection_for(receiver_id, LEDGER)
+            # The ledger runs ahead of the head only after a crash between the two writes.
+            ahead = await ledger.find_one({"_id": _ledger_id(receiver_id, position.seq + 1)})
+            if ahead is not None:
+                position = await self._last_in_ledger(ledger.database, ahead)
+            return receiver_id, position
+
+        return dict(await _all_shards(one(r) for r in receiver_ids))
+
+    async def load_directions(
+        self, directions: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The last dseq of each direct direction (receiver, sender), from its head.
+
+        A head lags by the messages since its last write, so after a crash a
+        direction may reuse a few dseqs: its bucket then holds a few more than 64
+        messages, which readers accept (buckets are read whole, ordered by position).
+        """
+
+        async def one(direction: tuple[str, str]) -> tuple[tuple[str, str], int]:
+            head = await readmodel.read_head(self.shards, *direction)
+            return direction, int(head.get("seq", 0)) if head else 0
+
+        return dict(await _all_shards(one(d) for d in directions))
 
     async def _last_in_ledger(self, database: Any, found: dict[str, Any]) -> ReceiverPosition:
         """Gallop then bisect over the ledger's contiguous seqs, starting at `found`."""
@@ -231,20 +244,20 @@ class Ledger:
                 outcomes[index] = outcome
         return outcomes
 
-    async def advance_counters(self, positions: dict[str, ReceiverPosition]) -> None:
-        """One $max per receiver, one bulk write per shard."""
-        grouped = self._by_shard(positions.items(), lambda item: item[0])
+    async def advance_counters(
+        self,
+        positions: dict[str, ReceiverPosition],
+        directions: dict[tuple[str, str], int] | None = None,
+    ) -> None:
+        """One $max per receiver and per direction, bulk writes per shard."""
+        updates = readmodel.counter_updates(
+            {r: (p.seq, p.created_ms) for r, p in positions.items()}, directions or {}
+        )
+        grouped = self._by_shard(updates.items(), lambda item: item[0])
         await _all_shards(
             bulk_update(
-                self.shards.databases[shard][COUNTERS],
-                [
-                    UpdateOne(
-                        {"_id": receiver_id},
-                        {"$max": {"seq": pos.seq, "created_ms": pos.created_ms}},
-                        upsert=True,
-                    )
-                    for receiver_id, pos in group
-                ],
+                self.shards.databases[shard][readmodel.HEADS],
+                [update for _, batch in group for update in batch],
             )
             for shard, group in grouped.items()
         )
@@ -271,106 +284,3 @@ async def _all_shards(writes: Iterable[Awaitable[T]]) -> list[T]:
         if isinstance(result, BaseException):
             raise result
     return results  # type: ignore[return-value]
-
-
-# KEYS: zset, bodies hash. ARGV: cap, ttl_s, n_markers, then marker pairs
-# (receiver_id, position) to set if absent, then (position, body) pairs.
-_CACHE_WRITE = """
-local cap = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local markers = tonumber(ARGV[3])
-local i = 4
-for _ = 1, markers do
-  redis.call('HSETNX', KEYS[2], 'from:' .. ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-while i <= #ARGV do
-  redis.call('ZADD', KEYS[1], 0, ARGV[i])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-local size = redis.call('ZCARD', KEYS[1])
-if size > cap then
-  local old = redis.call('ZRANGE', KEYS[1], 0, size - cap - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - cap - 1)
-  redis.call('HDEL', KEYS[2], unpack(old))
-  local lowest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
-  local fields = redis.call('HKEYS', KEYS[2])
-  for _, field in ipairs(fields) do
-    if string.sub(field, 1, 5) == 'from:' then
-      if redis.call('HGET', KEYS[2], field) < lowest then
-        redis.call('HSET', KEYS[2], field, lowest)
-      end
-    end
-  end
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-return size
-"""
-
-
-def cache_body(message: MessageAcceptedPayload) -> str:
-    view = MessageView.of(message)
-    return view.model_dump_json(exclude={"status"})
-
-
-class RecentCache:
-    """The newest messages per conversation (history) and per receiver (sync) in Redis.
-
-    Both bounded. A conversation's markers say what it covers; a receiver's set
-    covers the seqs (min, max] when it holds max-min+1 entries (every seq is added
-    in order before its reply, so it stays contiguous but after replays of old seqs).
-    """
-
-    def __init__(
-        self, redis: Redis, keys: RedisKeys, *, cap: int, inbox_cap: int, ttl_s: int
-    ) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.cap = cap
-        self.inbox_cap = inbox_cap
-        self.ttl_s = ttl_s
-        self._script = redis.register_script(_CACHE_WRITE)
-
-    async def add(self, messages: Sequence[MessageAcceptedPayload], fresh: set[str]) -> None:
-        """Add messages; those whose id is in `fresh` (newly sequenced) may start coverage.
-
-        A fresh message is later than every earlier message of its receiver, so when
-        a receiver's marker is absent the cache covers it from the first fresh one.
-        """
-        by_conversation: dict[str, list[MessageAcceptedPayload]] = {}
-        by_receiver: dict[str, list[MessageAcceptedPayload]] = {}
-        bodies = {m.message_id: cache_body(m) for m in messages}  # one serialization each
-        for message in messages:
-            by_receiver.setdefault(message.receiver_id, []).append(message)
-            conversation = conversation_id(
-                message.receiver_kind, message.receiver_id, message.sender_id
-            )
-            by_conversation.setdefault(conversation, []).append(message)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for conversation, group in by_conversation.items():
-                first_fresh: dict[str, str] = {}
-                entries: list[str] = []
-                for message in group:
-                    pos = position(message.created_at, message.message_id)
-                    if message.message_id in fresh:
-                        current = first_fresh.get(message.receiver_id)
-                        if current is None or pos < current:
-                            first_fresh[message.receiver_id] = pos
-                    entries += [pos, bodies[message.message_id]]
-                marker_args = [x for pair in first_fresh.items() for x in pair]
-                await self._script(
-                    keys=[
-                        self.keys.recent_messages(conversation),
-                        self.keys.recent_bodies(conversation),
-                    ],
-                    args=[self.cap, self.ttl_s, len(first_fresh), *marker_args, *entries],
-                    client=pipe,
-                )
-            for receiver_id, group in by_receiver.items():
-                key = self.keys.recent_inbox(receiver_id)
-                pipe.zadd(key, {bodies[m.message_id]: m.seq for m in group})
-                pipe.zremrangebyrank(key, 0, -self.inbox_cap - 1)
-                pipe.expire(key, self.ttl_s)
-            await pipe.execute()

@@ -57,11 +57,14 @@ class Sequencer:
     ) -> None:
         self.ledger = ledger
         self.positions: dict[str, ReceiverPosition] = {}
+        #: Last dseq of each direct direction (receiver, sender) this instance knows.
+        self.directions: dict[tuple[str, str], int] = {}
         self.recent: OrderedDict[str, MessageAcceptedPayload] = OrderedDict()
         self.dedupe_memory = dedupe_memory
         self.counter_interval_s = counter_interval_s
         #: Positions stored in the ledger since their counter was last written.
         self._unwritten: dict[str, ReceiverPosition] = {}
+        self._unwritten_directions: dict[tuple[str, str], int] = {}
         self._counters: asyncio.Task[None] | None = None
         self._counters_started = -float("inf")
 
@@ -75,9 +78,10 @@ class Sequencer:
         if time.monotonic() - self._counters_started < self.counter_interval_s:
             return
         positions, self._unwritten = self._unwritten, {}
+        directions, self._unwritten_directions = self._unwritten_directions, {}
         previous, self._counters = (
             self._counters,
-            asyncio.create_task(self.ledger.advance_counters(positions)),
+            asyncio.create_task(self.ledger.advance_counters(positions, directions)),
         )
         self._counters_started = time.monotonic()
         await _settled(previous)
@@ -87,13 +91,15 @@ class Sequencer:
         previous, self._counters = self._counters, None
         await _settled(previous)
         positions, self._unwritten = self._unwritten, {}
+        directions, self._unwritten_directions = self._unwritten_directions, {}
         if positions:
-            await _settled(asyncio.create_task(self.ledger.advance_counters(positions)))
+            await _settled(asyncio.create_task(self.ledger.advance_counters(positions, directions)))
 
     async def forget(self) -> None:
         """Partitions moved: what this instance knew may be stale now."""
         await self.flush_counters()
         self.positions.clear()
+        self.directions.clear()
         self.recent.clear()
 
     def _remember(self, key: str, message: MessageAcceptedPayload) -> None:
@@ -109,6 +115,8 @@ class Sequencer:
         except BaseException:
             for receiver_id in receivers:
                 self.positions.pop(receiver_id, None)
+            for direction in [d for d in self.directions if d[0] in receivers]:
+                del self.directions[direction]
             raise
 
     async def _accept(self, commands: Sequence[SendMessagePayload]) -> list[Acceptance]:
@@ -152,8 +160,17 @@ class Sequencer:
         reloaded: set[int] = set()
         while pending:
             unknown = sorted({commands[i].receiver_id for i in pending} - self.positions.keys())
-            if unknown:
-                self.positions.update(await self.ledger.load_positions(unknown))
+            unknown_directions = sorted(
+                {_direction(commands[i]) for i in pending if commands[i].receiver_kind == "user"}
+                - self.directions.keys()
+            )
+            if unknown or unknown_directions:
+                positions, directions = await asyncio.gather(
+                    self.ledger.load_positions(unknown),
+                    self.ledger.load_directions(unknown_directions),
+                )
+                self.positions.update(positions)
+                self.directions.update(directions)
             proposal = self._propose(commands, pending)
             outcomes = await self.ledger.record([(keys[i], proposal[i][1]) for i in pending])
             again: list[int] = []
@@ -164,6 +181,10 @@ class Sequencer:
                     results[index] = Acceptance(message, fresh=True)
                     self.positions[message.receiver_id] = position
                     self._unwritten[message.receiver_id] = position
+                    if message.dseq is not None:
+                        direction = _direction(commands[index])
+                        self.directions[direction] = message.dseq
+                        self._unwritten_directions[direction] = message.dseq
                     self._remember(keys[index], message)
                 elif outcome is Outcome.REFUSED:
                     refused.append(index)
@@ -197,12 +218,18 @@ class Sequencer:
         """The next seqs and created_at of `pending`, from the known positions."""
         now_ms = int(time.time() * 1000)
         last: dict[str, ReceiverPosition] = {}
+        last_dseq: dict[tuple[str, str], int] = {}
         proposal: dict[int, tuple[ReceiverPosition, MessageAcceptedPayload]] = {}
         for index in pending:
             command = commands[index]
             previous = last.get(command.receiver_id) or self.positions[command.receiver_id]
             nxt = ReceiverPosition(previous.seq + 1, max(now_ms, previous.created_ms + 1))
             last[command.receiver_id] = nxt
+            dseq: int | None = None
+            if command.receiver_kind == "user":
+                direction = _direction(command)
+                dseq = last_dseq.get(direction, self.directions.get(direction, 0)) + 1
+                last_dseq[direction] = dseq
             proposal[index] = (
                 nxt,
                 MessageAcceptedPayload(
@@ -215,9 +242,14 @@ class Sequencer:
                     client_msg_id=command.client_msg_id,
                     client_sent_at=command.client_sent_at,
                     created_at=from_millis(nxt.created_ms),
+                    dseq=dseq,
                 ),
             )
         return proposal
+
+
+def _direction(command: SendMessagePayload) -> tuple[str, str]:
+    return command.receiver_id, command.sender_id
 
 
 async def _settled(write: asyncio.Task[None] | None) -> None:

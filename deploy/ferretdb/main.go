@@ -1,5 +1,6 @@
 // Command ferretdb-local runs one embedded FerretDB v1 (MongoDB wire protocol)
-// with the SQLite handler: the local stand-in for one MongoDB shard.
+// with its PostgreSQL handler (or, with -data-dir and no -postgresql-url, the
+// SQLite one): the local stand-in for one MongoDB shard.
 //
 // A plain `go install` of FerretDB's own cmd panics on its missing version file;
 // importing the embeddable package avoids that.
@@ -21,6 +22,7 @@ func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
 	dataDir := flag.String("data-dir", "data", "directory for the SQLite files")
 	logLevel := flag.String("log-level", "warn", "debug, info, warn or error")
+	postgresURL := flag.String("postgresql-url", "", "PostgreSQL database URL (empty: SQLite in -data-dir)")
 	flag.Parse()
 
 	var level slog.Level
@@ -30,17 +32,22 @@ func main() {
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
-		fmt.Fprintf(os.Stderr, "ferretdb-local: cannot create data dir: %v\n", err)
-		os.Exit(1)
+	config := ferretdb.Config{
+		Listener:      ferretdb.ListenerConfig{TCP: *listen},
+		Logger:        logger,
+		Handler:       "postgresql",
+		PostgreSQLURL: *postgresURL,
+	}
+	if *postgresURL == "" {
+		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+			fmt.Fprintf(os.Stderr, "ferretdb-local: cannot create data dir: %v\n", err)
+			os.Exit(1)
+		}
+		config.Handler = "sqlite"
+		config.SQLiteURL = "file:" + *dataDir + "/"
 	}
 
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + *dataDir + "/",
-	})
+	f, err := ferretdb.New(&config)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ferretdb-local: %v\n", err)
 		os.Exit(1)
@@ -49,7 +56,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	logger.Info("ferretdb-local listening", "addr", *listen, "data_dir", *dataDir)
+	logger.Info("ferretdb-local listening", "addr", *listen, "handler", config.Handler)
 	if err := f.Run(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "ferretdb-local: %v\n", err)
 		os.Exit(1)

@@ -24,12 +24,16 @@ def _say(line: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.local",
-        description="Run Redis, Kafka and two FerretDB shards locally (state in .local/).",
+        description=(
+            "Run Redis, Kafka, PostgreSQL and two FerretDB shards locally (state in .local/)."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    names_help = "components (default: all): redis kafka ferretdb-shard0 ferretdb-shard1"
+    names_help = "components (default: all): redis kafka postgres ferretdb-shard0 ferretdb-shard1"
 
-    commands.add_parser("setup", help="install redis-server, fetch Kafka jars, build FerretDB")
+    commands.add_parser(
+        "setup", help="install redis-server and PostgreSQL, fetch Kafka jars, build FerretDB"
+    )
     for name, text in (
         ("up", "start what is not running and wait until all is ready"),
         ("wait", "wait until all is ready (starts nothing)"),

@@ -1,7 +1,9 @@
 """`setup`: installs and builds what the local stack runs, each step skipped when up to date.
 
 Owns the artifacts the stack needs: Debian packages (redis-server, redis-tools,
-docker-compose; see DEBIAN_PACKAGES; installed with apt-get when missing), Kafka's broker jars in
+docker-compose; see DEBIAN_PACKAGES; installed with apt-get when missing),
+PostgreSQL's server (Debian's `postgresql` when no /usr/lib/postgresql/*/bin/postgres
+is installed), Kafka's broker jars in
 deploy/kafka/target/libs (`mvn package`, redone when pom.xml is newer than the
 last successful build) and deploy/ferretdb/ferretdb-local (`go build`, redone
 when main.go, go.mod or go.sum is newer than the binary).
@@ -16,7 +18,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from deploy.local.stack import FERRETDB_BINARY, KAFKA_LIBS, REPO_ROOT, Report, StackError
+from deploy.local.stack import (
+    FERRETDB_BINARY,
+    KAFKA_LIBS,
+    REPO_ROOT,
+    Report,
+    StackError,
+    postgres_bin,
+)
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_STAMP = KAFKA_LIBS.parent / ".libs.stamp"
@@ -28,6 +37,7 @@ def setup(report: Report = print) -> None:
     """Make every artifact of the stack present and current; prints what it does."""
     started = time.monotonic()
     _ensure_debian_packages(report)
+    _ensure_postgresql(report)
     _check_java(report)
     _build_kafka(report)
     _build_ferretdb(report)
@@ -99,6 +109,29 @@ def _ensure_debian_packages(report: Report) -> None:
     still = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
     if still:
         raise StackError(f"apt-get ran but {', '.join(still)} is still not on PATH")
+
+
+#: Waits for another apt/dpkg run (other checkouts on the machine) instead of failing.
+APT_LOCK_WAIT = ["-o", "DPkg::Lock::Timeout=600"]
+
+
+def _ensure_postgresql(report: Report) -> None:
+    """PostgreSQL's server, under the FerretDB shards (docs/storage.md)."""
+    if postgres_bin("postgres").exists():
+        report(f"postgresql: {postgres_bin('postgres').parent.parent.name} installed")
+        return
+    if shutil.which("apt-get") is None:
+        raise StackError("PostgreSQL is not installed and there is no apt-get; install it")
+    if os.geteuid() != 0:
+        raise StackError("PostgreSQL is not installed; run: sudo apt-get install -y postgresql")
+    # RUNLEVEL=1 keeps the package from starting a system-wide cluster on 5432.
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
+    report("postgresql: installing with apt-get")
+    _run(["apt-get", *APT_LOCK_WAIT, "update", "-q"], "apt-get update", report, env=env)
+    install = ["apt-get", *APT_LOCK_WAIT, "install", "-y", "-q", "--no-install-recommends"]
+    _run([*install, "postgresql"], "apt-get install postgresql", report, env=env)
+    if not postgres_bin("postgres").exists():
+        raise StackError("apt-get installed postgresql but no /usr/lib/postgresql/*/bin/postgres")
 
 
 def _check_java(report: Report) -> None:

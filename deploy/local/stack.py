@@ -1,4 +1,4 @@
-"""The local stack: Redis, a KRaft Kafka broker and two FerretDB shards as background processes.
+"""The local stack: Redis, a KRaft Kafka broker, PostgreSQL and two FerretDB shards on it.
 
 Owns everything under the state directory (`.local/` at the repository root,
 LOCAL_STACK_DIR to move it): data, logs (`logs/<component>.log`), pidfiles
@@ -11,8 +11,17 @@ once by LOCAL_PORT_OFFSET:
 
     redis            16379         LOCAL_REDIS_PORT
     kafka            19092, 19093  LOCAL_KAFKA_PORT, LOCAL_KAFKA_CONTROLLER_PORT
+    postgres         25432         LOCAL_POSTGRES_PORT
     ferretdb-shard0  27117         LOCAL_FERRETDB_SHARD0_PORT
     ferretdb-shard1  27118         LOCAL_FERRETDB_SHARD1_PORT
+
+Each FerretDB shard stores its data in a PostgreSQL database of its own
+(`shard0`, `shard1`) on the one PostgreSQL server, which runs as the `postgres`
+user (PostgreSQL refuses root) with trust authentication on 127.0.0.1 only and
+`plan_cache_mode=force_custom_plan`, so that FerretDB's parameterised queries are
+planned with their values and can use the expression indexes the services make
+(libs/storage/sqlindexes.py, docs/storage.md). Selecting a FerretDB shard
+selects PostgreSQL too.
 
 `up` is idempotent: what already runs and answers is left alone; it returns
 once every component answers a real request (Redis PING, Kafka metadata through
@@ -49,6 +58,7 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "LOCAL_REDIS_PORT": 16379,
     "LOCAL_KAFKA_PORT": 19092,
     "LOCAL_KAFKA_CONTROLLER_PORT": 19093,
+    "LOCAL_POSTGRES_PORT": 25432,
     "LOCAL_FERRETDB_SHARD0_PORT": 27117,
     "LOCAL_FERRETDB_SHARD1_PORT": 27118,
 }
@@ -77,6 +87,8 @@ class Endpoints:
     redis_url: str
     kafka_bootstrap: str
     mongo_shards: tuple[str, ...]
+    #: The PostgreSQL database under each FerretDB shard, in MONGO_SHARDS order.
+    shard_sql_urls: tuple[str, ...] = ()
 
     def as_env(self) -> dict[str, str]:
         """The shared service settings (libs/settings.py) that point at this stack."""
@@ -84,6 +96,7 @@ class Endpoints:
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "REDIS_URL": self.redis_url,
             "MONGO_SHARDS": ",".join(self.mongo_shards),
+            "MONGO_SHARDS_SQL": ",".join(self.shard_sql_urls),
         }
 
 
@@ -117,7 +130,11 @@ class StackConfig:
             mongo_shards=tuple(
                 f"mongodb://{HOST}:{self.ports[_shard_port_env(s)]}/" for s in FERRETDB_SHARDS
             ),
+            shard_sql_urls=tuple(self.postgres_url(s) for s in FERRETDB_SHARDS),
         )
+
+    def postgres_url(self, database: str) -> str:
+        return f"postgresql://{POSTGRES_USER}@{HOST}:{self.ports['LOCAL_POSTGRES_PORT']}/{database}"
 
     @property
     def logs_dir(self) -> Path:
@@ -164,6 +181,13 @@ class Component:
     prepare: Callable[[Report], None] | None = None
     stop_timeout_s: float = 10.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Components that must run for this one to answer (selected with it).
+    requires: tuple[str, ...] = ()
+    #: Run the process as this user when the launcher runs as root.
+    user: str | None = None
+    #: What `down` sends first (PostgreSQL: SIGINT, its fast shutdown; its SIGTERM
+    #: waits for every client to disconnect).
+    stop_signal: signal.Signals = signal.SIGTERM
 
     @property
     def port(self) -> int:
@@ -228,9 +252,37 @@ def components(config: StackConfig) -> list[Component]:
             stop_timeout_s=20.0,
         ),
     ]
+    postgres_dir = config.state_dir / "postgres"
+    result.append(
+        Component(
+            name="postgres",
+            ports=((p["LOCAL_POSTGRES_PORT"], "LOCAL_POSTGRES_PORT"),),
+            argv=(
+                str(postgres_bin("postgres")),
+                "-D",
+                str(postgres_dir / "data"),
+                "-p",
+                str(p["LOCAL_POSTGRES_PORT"]),
+                "-c",
+                f"listen_addresses={HOST}",
+                "-c",
+                f"unix_socket_directories={postgres_dir / 'run'}",
+                "-c",
+                "plan_cache_mode=force_custom_plan",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+            ),
+            probe=lambda: _probe_postgres(config),
+            prepare=lambda report: _prepare_postgres(postgres_dir, report),
+            user=_run_as(POSTGRES_USER),
+            stop_signal=signal.SIGINT,
+            stop_timeout_s=30.0,
+        )
+    )
     for shard in FERRETDB_SHARDS:
         port = p[_shard_port_env(shard)]
-        data_dir = config.state_dir / "ferretdb" / shard
         result.append(
             Component(
                 name=f"ferretdb-{shard}",
@@ -239,8 +291,8 @@ def components(config: StackConfig) -> list[Component]:
                     str(FERRETDB_BINARY),
                     "-listen-addr",
                     f"{HOST}:{port}",
-                    "-data-dir",
-                    str(data_dir),
+                    "-postgresql-url",
+                    config.postgres_url(shard),
                     "-log-level",
                     # At "warn" FerretDB logs every command it does not implement, such
                     # as the endSessions each pymongo client sends when it closes.
@@ -248,7 +300,7 @@ def components(config: StackConfig) -> list[Component]:
                 ),
                 probe=lambda port=port: _probe_ferretdb(port),
                 needs=(FERRETDB_BINARY,),
-                prepare=lambda _report, d=data_dir: d.mkdir(parents=True, exist_ok=True),
+                requires=("postgres",),
             )
         )
     return result
@@ -263,7 +315,9 @@ def select(config: StackConfig, names: Sequence[str] | None) -> list[Component]:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise StackError(f"unknown component {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    return [c for c in every if c.name in names]
+    wanted = set(names)
+    wanted |= {r for c in every if c.name in wanted for r in c.requires}
+    return [c for c in every if c.name in wanted]
 
 
 def _require_redis(redis_dir: Path) -> None:
@@ -337,6 +391,68 @@ def _prepare_kafka(config: StackConfig, kafka_dir: Path, props: Path, report: Re
         raise StackError(f"formatting Kafka storage failed: {lines[-1]}")
 
 
+POSTGRES_USER = "postgres"
+#: Where Debian's packages put PostgreSQL's server binaries (one folder per major version).
+POSTGRES_ROOT = Path("/usr/lib/postgresql")
+
+
+def postgres_bin(tool: str) -> Path:
+    """`tool` of the newest PostgreSQL installed (a placeholder path when none is)."""
+    versions = sorted(
+        (p for p in POSTGRES_ROOT.glob("*/bin") if (p / "postgres").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    return (versions[-1] if versions else POSTGRES_ROOT / "missing" / "bin") / tool
+
+
+def _run_as(user: str) -> str | None:
+    return user if os.geteuid() == 0 else None
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", POSTGRES_USER, "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _prepare_postgres(postgres_dir: Path, report: Report) -> None:
+    """Create the cluster on first use (trust auth, 127.0.0.1 only), owned by `postgres`."""
+    if not postgres_bin("postgres").exists():
+        raise StackError("PostgreSQL is not installed; run `make setup`")
+    data = postgres_dir / "data"
+    for folder in (postgres_dir, postgres_dir / "run"):
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(folder, POSTGRES_USER, POSTGRES_USER)
+    if (data / "PG_VERSION").exists():
+        return
+    report(f"postgres: initdb {data}")
+    done = subprocess.run(
+        _as_postgres_user(
+            [
+                str(postgres_bin("initdb")),
+                "-D",
+                str(data),
+                "-U",
+                POSTGRES_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+        raise StackError(
+            f"initdb failed: {lines[-1]} (the `postgres` user must be able to enter "
+            f"{postgres_dir}; move LOCAL_STACK_DIR if it cannot)"
+        )
+
+
 # --------------------------------------------------------------------------- probes
 
 
@@ -381,6 +497,28 @@ def _probe_kafka(port: int) -> None:
     if not processes.accepts_connections(HOST, port):
         raise ConnectionRefusedError(f"nothing accepts connections on {HOST}:{port}")
     run_coroutine(lambda: kafka_topic_partitions(f"{HOST}:{port}"))
+
+
+async def _ensure_shard_databases(config: StackConfig) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(config.postgres_url("postgres"), timeout=2)
+    try:
+        present = {
+            row["datname"] for row in await connection.fetch("SELECT datname FROM pg_database")
+        }
+        for shard in FERRETDB_SHARDS:
+            if shard not in present:
+                await connection.execute(f'CREATE DATABASE "{shard}"')
+    finally:
+        await connection.close()
+
+
+def _probe_postgres(config: StackConfig) -> None:
+    """Answers a query, and every shard's database exists (created here on first start)."""
+    if not processes.accepts_connections(HOST, config.ports["LOCAL_POSTGRES_PORT"]):
+        raise ConnectionRefusedError("PostgreSQL does not accept connections yet")
+    run_coroutine(lambda: _ensure_shard_databases(config))
 
 
 def _probe_ferretdb(port: int) -> None:
@@ -472,6 +610,8 @@ def _spawn(config: StackConfig, component: Component) -> processes.ProcessRecord
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env={**os.environ, **component.extra_env},
+                user=component.user,
+                group=component.user,
             )
         except OSError as exc:
             raise StackError(f"cannot start {component.name}: {exc}") from None
@@ -605,7 +745,7 @@ def down(
             if record is None:
                 report(f"{component.name}: not running")
                 continue
-            processes.signal_group(record.pid, signal.SIGTERM)
+            processes.signal_group(record.pid, component.stop_signal)
             pending[component.name] = (component, record, now + component.stop_timeout_s)
         killed: set[str] = set()
         while pending:

@@ -17,7 +17,7 @@ from gateway.auth import Principal
 from gateway.history import (
     Bound,
     Conversation,
-    cursor_position,
+    cursor_parts,
     decode_sync_cursor,
     encode_sync_cursor,
     history_cursor,
@@ -144,10 +144,13 @@ async def get_history(
     conversation = await _conversation(request, principal, query)
     lower = Bound(time_position(_aware(query.since)), True) if query.since else None
     upper = Bound(time_position(_aware(query.until)), False) if query.until else None
+    hints: dict[str, int] = {}
     if query.before is not None:
-        upper = tighter_upper(upper, Bound(cursor_position(conversation, query.before), False))
+        edge, hints = cursor_parts(conversation, query.before)
+        upper = tighter_upper(upper, Bound(edge, False))
     if query.after is not None:
-        lower = tighter_lower(lower, Bound(cursor_position(conversation, query.after), False))
+        edge, hints = cursor_parts(conversation, query.after)
+        lower = tighter_lower(lower, Bound(edge, False))
     ascending = query.after is not None
     page = await read_history(
         request.app,
@@ -156,14 +159,20 @@ async def get_history(
         upper=upper,
         limit=query.limit,
         ascending=ascending,
+        hints=hints,
     )
     await annotate_status(request.app, principal.user_id, page.messages)
     next_cursor = prev_cursor = None
     if page.messages:
         newest, oldest = page.messages[0], page.messages[-1]
         next_edge, prev_edge = (newest, oldest) if ascending else (oldest, newest)
-        next_cursor = history_cursor(conversation, next_edge)
-        prev_cursor = history_cursor(conversation, prev_edge)
+        # next continues the page's direction, prev goes the other way.
+        next_cursor = history_cursor(
+            conversation, next_edge, page.hints(next_edge, downward=not ascending)
+        )
+        prev_cursor = history_cursor(
+            conversation, prev_edge, page.hints(prev_edge, downward=ascending)
+        )
     return HistoryPage(
         messages=page.messages,
         next_cursor=next_cursor,

@@ -60,6 +60,10 @@ class MessageAcceptedPayload(Payload):
     client_sent_at: datetime | None = None
     #: Acceptance time (message_service), millisecond precision, increasing per receiver.
     created_at: datetime
+    #: Direct messages: the number of this message in its direction (sender -> receiver),
+    #: 1, 2, 3...; it places the message in its direction's bucket
+    #: (libs/readmodels/messages.py). None for group messages.
+    dseq: int | None = Field(None, ge=1)
 
 
 class MessageAccepted(Envelope):

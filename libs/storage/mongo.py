@@ -7,10 +7,11 @@ indexes on every shard; where a shard is a mongos of a native sharded cluster it
 also enables sharding and shards the collection on its declared key, so that the
 same code runs on one FerretDB process or on a MongoDB sharded cluster.
 
-Locally each shard is FerretDB v1 with its SQLite backend, which enforces unique
-indexes on writes but answers reads by scanning the collection (its explain shows
-no pushdown but for _id equality). Hot paths therefore avoid MongoDB reads; see
-docs/storage.md.
+Locally each shard is FerretDB v1 on PostgreSQL, which pushes down top-level
+equality only and can serve it from an index only when the index is a GIN
+expression index made in PostgreSQL (libs/storage/sqlindexes.py): a spec's
+`lookups` names those fields, made where MONGO_SHARDS_SQL is set. Every read of
+the services is equality on a lookup field over a bounded set; see docs/storage.md.
 
 `bulk_update` is the one way to send many update statements: FerretDB v1.24
 keeps every statement's query open until the whole `update` command ends (a
@@ -24,6 +25,7 @@ own connections and wedge that database. Commands of at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +33,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from libs.logging import get_logger
 from libs.storage.routing import ShardRouter
@@ -71,6 +73,15 @@ class CollectionSpec:
     indexes: tuple[IndexSpec, ...] = ()
     #: Shard key on a mongos, e.g. {"receiver_id": "hashed"}; None keeps it unsharded.
     shard_key: dict[str, Any] | None = None
+    #: Top-level fields the owner queries by equality (and only so); on FerretDB over
+    #: PostgreSQL each gets a GIN expression index (libs/storage/sqlindexes.py). On
+    #: MongoDB `indexes` must serve the same queries.
+    lookups: tuple[str, ...] = ("_id",)
+    #: Whether the non-unique `indexes` are made on FerretDB too. They serve nothing
+    #: there (FerretDB's btree indexes cannot serve its own `@>` pushdown) and cost
+    #: every insert, so only unique ones (which enforce) are made where
+    #: MONGO_SHARDS_SQL is set.
+    native_only_indexes: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,8 +95,11 @@ class MongoShards:
         *,
         server_selection_timeout_ms: int = 5000,
         socket_timeout_ms: int = 30_000,
+        sql_urls: Sequence[str] = (),
     ) -> None:
         self.uris = tuple(uris)
+        #: PostgreSQL under each shard (FerretDB on PostgreSQL), or () on MongoDB.
+        self.sql_urls = tuple(sql_urls)
         self.clients: tuple[AsyncMongoClient[dict[str, Any]], ...] = tuple(
             AsyncMongoClient(
                 uri,
@@ -137,9 +151,9 @@ class MongoShards:
         await asyncio.gather(*(client.close() for client in self.clients))
 
 
-def open_shards(uris: Sequence[str], database: str) -> MongoShards:
+def open_shards(uris: Sequence[str], database: str, sql_urls: Sequence[str] = ()) -> MongoShards:
     """The one place a service opens its MongoDB clients (connections are lazy)."""
-    return MongoShards(uris, database)
+    return MongoShards(uris, database, sql_urls=sql_urls)
 
 
 async def _is_mongos(client: AsyncMongoClient[dict[str, Any]]) -> bool:
@@ -151,8 +165,10 @@ async def bootstrap_collections(shards: MongoShards, specs: Sequence[CollectionS
     """Create indexes (and, on a mongos, native sharding) for `specs` on every shard.
 
     Idempotent: creating an index that exists with the same options is a no-op.
+    On FerretDB over PostgreSQL (`shards.sql_urls`) the lookup indexes are made too.
     """
-    for client, database in zip(shards.clients, shards.databases, strict=True):
+    for index_, (client, database) in enumerate(zip(shards.clients, shards.databases, strict=True)):
+        sql_url = shards.sql_urls[index_] if shards.sql_urls else None
         mongos = await _is_mongos(client)
         if mongos:
             try:
@@ -160,9 +176,16 @@ async def bootstrap_collections(shards: MongoShards, specs: Sequence[CollectionS
             except OperationFailure as exc:
                 if exc.code not in (23,):  # 23: AlreadyInitialized
                     raise
+        existing = set(await database.list_collection_names())
         for spec in specs:
             collection = database[spec.name]
+            if spec.name not in existing:
+                # A concurrent bootstrap (another service) may have made it meanwhile.
+                with contextlib.suppress(CollectionInvalid):
+                    await database.create_collection(spec.name)
             for index in spec.indexes:
+                if sql_url and spec.native_only_indexes and not index.unique:
+                    continue
                 await collection.create_index(index.keys, name=index.name, unique=index.unique)
             if mongos and spec.shard_key:
                 try:
@@ -172,6 +195,10 @@ async def bootstrap_collections(shards: MongoShards, specs: Sequence[CollectionS
                 except OperationFailure as exc:
                     if "already" not in str(exc).lower():
                         raise
+        if sql_url:
+            from libs.storage.sqlindexes import ensure_lookup_indexes
+
+            await ensure_lookup_indexes(sql_url, database.name, specs)
         log.info(
             "collections bootstrapped",
             database=database.name,

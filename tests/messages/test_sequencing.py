@@ -13,7 +13,8 @@ from libs.contracts.messages import SendMessagePayload
 from libs.ids import new_id
 from libs.settings import ServiceSettings
 from libs.storage.mongo import MongoShards, bootstrap_collections, open_shards
-from message_service.repository import COLLECTIONS, COUNTERS, Ledger, ReceiverPosition
+from libs.readmodels.messages import HEADS as COUNTERS
+from message_service.repository import COLLECTIONS, Ledger, ReceiverPosition
 from message_service.sequencing import Sequencer
 
 
@@ -24,7 +25,11 @@ class Crash(Exception):
 class DiesBeforeCounters(Ledger):
     """The process dies after the ledger write: its counter writes never happen."""
 
-    async def advance_counters(self, positions: dict[str, ReceiverPosition]) -> None:
+    async def advance_counters(
+        self,
+        positions: dict[str, ReceiverPosition],
+        directions: dict[tuple[str, str], int] | None = None,
+    ) -> None:
         return None
 
 
@@ -36,7 +41,9 @@ class CrashBeforeLedger(Ledger):
 @pytest.fixture
 async def shards(infra: None) -> AsyncIterator[MongoShards]:
     settings = ServiceSettings()
-    shards = open_shards(settings.mongo_shards, "seqtest_" + secrets.token_hex(4))
+    shards = open_shards(
+        settings.mongo_shards, "seqtest_" + secrets.token_hex(4), settings.mongo_shards_sql
+    )
     await bootstrap_collections(shards, COLLECTIONS)
     try:
         yield shards

@@ -1,0 +1,734 @@
+"""The message read model: the one owner of stored messages, their heads and their cache.
+
+Owns, and is the only code that spells:
+
+- the `messages` collection (one document per message, `_id` = message_id, on
+  the receiver's shard), its document shape, its indexes and lookup fields;
+- the `sequence_counters` collection (the *heads*: the last seq of a receiver,
+  `_id` = receiver_id, and the last direction seq of a direct direction,
+  `_id` = "<receiver>><sender>"), advanced by message_service through
+  `counter_updates` and read here to find the newest bucket;
+- the recent-messages cache in Redis (`recent:<conv>`, `recent_body:<conv>` with
+  its `from:<receiver>` coverage markers, `recent_inbox:<receiver>`): its rules,
+  its writer (`RecentCache`, used by message_service before it replies) and its
+  reads;
+- every query of history and sync.
+
+**Buckets.** FerretDB (the local store) can serve only top-level equality from
+an index (libs/storage/sqlindexes.py), so every read here is equality on a
+bucket field over a bounded set:
+
+- `rb` = "<receiver>:<seq // 64>": 64 consecutive seqs of one receiver. Sync is
+  by receiver seq, and a group's history is its seq log (created_at increases
+  with seq per receiver), so both read `rb` buckets.
+- `db` = "<receiver>><sender>:<dseq // 64>" on direct messages: `dseq` numbers
+  the messages of one direction (sender -> receiver) 1, 2, 3... (message_service
+  keeps it with the receiver's seq). A direct conversation's history merges
+  its two directions, each read by `db` buckets.
+
+A page reads one or two buckets per stream (a group, or each direction of a
+direct conversation), starting from the stream's head bucket (its counter, then
+forward while buckets are full), from the bucket a cursor carries, or, for a
+date bound without a cursor, from the bucket a bisection over the stream's
+buckets finds (log2(buckets) reads). Cursors carry, per stream, a bucket from
+which reading on is safe; inserts only add higher buckets, so cursors stay
+valid under concurrent sends. See docs/storage.md for each query and its plan.
+
+Issue 16's edits plug in here: a stored message is updated by its `_id`
+(`collection`), and `RecentCache.replace` replaces one cached body in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+from redis.asyncio import Redis
+
+from libs.contracts.keys import RedisKeys
+from libs.contracts.messages import (
+    MessageAcceptedPayload,
+    MessageView,
+    ReceiverKind,
+    conversation_id,
+    position,
+)
+from libs.logging import get_logger
+from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
+
+log = get_logger(__name__)
+
+MESSAGES = "messages"
+HEADS = "sequence_counters"
+BUCKET_SIZE = 64
+DUPLICATE_KEY = 11000
+#: Hash field prefix of a coverage marker in `recent_body:<conv>`.
+MARKER_PREFIX = "from:"
+
+COLLECTIONS = (
+    CollectionSpec(
+        MESSAGES,
+        indexes=(
+            # MongoDB: the same equality reads, targeted by the shard key's field.
+            IndexSpec([("receiver_id", 1), ("rb", 1), ("seq", 1)], "receiver_bucket"),
+            IndexSpec([("receiver_id", 1), ("db", 1), ("dseq", 1)], "direction_bucket"),
+        ),
+        shard_key={"receiver_id": "hashed"},
+        lookups=("_id", "rb", "db"),
+    ),
+    CollectionSpec(HEADS, shard_key={"_id": "hashed"}, lookups=("_id",)),
+)
+
+
+# -- document shape ---------------------------------------------------------------------
+
+
+def receiver_bucket(receiver_id: str, seq: int) -> str:
+    return f"{receiver_id}:{seq // BUCKET_SIZE}"
+
+
+def direction_key(receiver_id: str, sender_id: str) -> str:
+    """The head `_id` of a direct direction (sender -> receiver)."""
+    return f"{receiver_id}>{sender_id}"
+
+
+def direction_bucket(receiver_id: str, sender_id: str, dseq: int) -> str:
+    return f"{direction_key(receiver_id, sender_id)}:{dseq // BUCKET_SIZE}"
+
+
+def message_document(message: MessageAcceptedPayload) -> dict[str, Any]:
+    """The stored form of an accepted message (insert-only; issue 16 updates by `_id`)."""
+    doc: dict[str, Any] = {
+        "_id": message.message_id,
+        "receiver_kind": message.receiver_kind,
+        "receiver_id": message.receiver_id,
+        "seq": message.seq,
+        "sender_id": message.sender_id,
+        "content": message.content,
+        "client_msg_id": message.client_msg_id,
+        "client_sent_at": message.client_sent_at,
+        "created_at": message.created_at,
+        "rb": receiver_bucket(message.receiver_id, message.seq),
+    }
+    if message.dseq is not None:
+        doc["dseq"] = message.dseq
+        doc["db"] = direction_bucket(message.receiver_id, message.sender_id, message.dseq)
+    return doc
+
+
+def view_from_document(doc: dict[str, Any]) -> MessageView:
+    return MessageView.model_validate(
+        {
+            "id": doc["_id"],
+            "seq": doc["seq"],
+            "receiver": {"kind": doc["receiver_kind"], "id": doc["receiver_id"]},
+            "sender_id": doc["sender_id"],
+            "content": doc["content"],
+            "created_at": doc["created_at"],
+            "client_msg_id": doc.get("client_msg_id"),
+            "client_sent_at": doc.get("client_sent_at"),
+        }
+    )
+
+
+def cache_body(message: MessageAcceptedPayload | MessageView) -> str:
+    view = message if isinstance(message, MessageView) else MessageView.of(message)
+    return view.model_dump_json(exclude={"status"})
+
+
+def counter_updates(
+    receivers: dict[str, tuple[int, int]], directions: dict[tuple[str, str], int]
+) -> dict[str, list[UpdateOne]]:
+    """$max updates of heads, by the receiver they belong to (for shard routing).
+
+    `receivers`: receiver_id -> (seq, created_ms); `directions`: (receiver, sender) -> dseq.
+    """
+    updates: dict[str, list[UpdateOne]] = {}
+    for receiver_id, (seq, created_ms) in receivers.items():
+        updates.setdefault(receiver_id, []).append(
+            UpdateOne(
+                {"_id": receiver_id},
+                {"$max": {"seq": seq, "created_ms": created_ms}},
+                upsert=True,
+            )
+        )
+    for (receiver_id, sender_id), dseq in directions.items():
+        updates.setdefault(receiver_id, []).append(
+            UpdateOne(
+                {"_id": direction_key(receiver_id, sender_id)}, {"$max": {"seq": dseq}}, upsert=True
+            )
+        )
+    return updates
+
+
+async def read_head(
+    shards: MongoShards, receiver_id: str, sender_id: str | None = None
+) -> dict[str, Any] | None:
+    """The head document of a receiver (sender None) or of a direct direction."""
+    key = receiver_id if sender_id is None else direction_key(receiver_id, sender_id)
+    return await shards.collection_for(receiver_id, HEADS).find_one({"_id": key})
+
+
+# -- writer -----------------------------------------------------------------------------
+
+
+class MessageWriter:
+    """Writes accepted messages to their receivers' shards (the persister's sink)."""
+
+    def __init__(self, shards: MongoShards) -> None:
+        self.shards = shards
+
+    async def insert(self, messages: Sequence[MessageAcceptedPayload]) -> int:
+        """One unordered insert per shard, concurrently; returns duplicates skipped.
+
+        Any error but a duplicate key raises (the batch is retried, nothing is
+        committed); documents that did get in are duplicates on the retry.
+        """
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for message in messages:
+            index = self.shards.shard_index(message.receiver_id)
+            by_shard.setdefault(index, []).append(message_document(message))
+        counts = await asyncio.gather(
+            *(self._insert_shard(index, docs) for index, docs in by_shard.items())
+        )
+        return sum(counts)
+
+    async def _insert_shard(self, index: int, docs: list[dict[str, Any]]) -> int:
+        try:
+            await self.shards.databases[index][MESSAGES].insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            errors = details.get("writeErrors", [])
+            if details.get("writeConcernErrors") or any(
+                e.get("code") != DUPLICATE_KEY for e in errors
+            ):
+                raise
+            return len(errors)
+        return 0
+
+
+def collection(shards: MongoShards, receiver_id: str) -> AsyncCollection[dict[str, Any]]:
+    """The `messages` collection holding `receiver_id`'s messages (updates by `_id` go here)."""
+    return shards.collection_for(receiver_id, MESSAGES)
+
+
+async def find_message(shards: MongoShards, message_id: str) -> dict[str, Any] | None:
+    """A stored message by id, on whichever shard holds it (one `_id` lookup per shard)."""
+    found = await asyncio.gather(
+        *(c.find_one({"_id": message_id}) for c in shards.collections(MESSAGES))
+    )
+    return next((doc for doc in found if doc is not None), None)
+
+
+# -- conversations, bounds, pages ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation and its streams: (receiver_id, sender_id or None for a group log)."""
+
+    id: str
+    kind: ReceiverKind
+    directions: tuple[tuple[str, str | None], ...]
+
+    @classmethod
+    def direct(cls, caller_id: str, other_id: str) -> Conversation:
+        low, high = sorted((caller_id, other_id))
+        directions: tuple[tuple[str, str | None], ...] = ((other_id, caller_id),)
+        if other_id != caller_id:
+            directions += ((caller_id, other_id),)
+        return cls(f"d:{low}:{high}", "user", directions)
+
+    @classmethod
+    def group(cls, group_id: str) -> Conversation:
+        return cls(f"g:{group_id}", "group", ((group_id, None),))
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One end of a position range: `inclusive` says whether `position` itself is in."""
+
+    position: str
+    inclusive: bool
+
+
+def in_range(pos: str, lower: Bound | None, upper: Bound | None) -> bool:
+    if lower is not None and (
+        pos < lower.position or (pos == lower.position and not lower.inclusive)
+    ):
+        return False
+    return not (
+        upper is not None
+        and (pos > upper.position or (pos == upper.position and not upper.inclusive))
+    )
+
+
+def view_position(message: MessageView) -> str:
+    return position(message.created_at, message.id)
+
+
+@dataclass(slots=True)
+class _Row:
+    view: MessageView
+    pos: str
+    index: int  # seq (group log) or dseq (direction)
+
+
+@dataclass(slots=True)
+class _StreamRead:
+    """What one page read of one stream: its rows and where it started."""
+
+    key: str
+    start: int
+    rows: list[_Row] = field(default_factory=list)
+    lowest_bucket: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    messages: list[MessageView]
+    has_more: bool
+    #: Per stream key, the reads behind this page (for the cursors' bucket hints).
+    reads: tuple[_StreamRead, ...] = ()
+
+    def hints(self, edge: MessageView, *, downward: bool) -> dict[str, int]:
+        """Per stream, a bucket from which a read past `edge` is safe.
+
+        Downward (an older page, `before=edge`): the bucket of the stream's oldest row
+        at or above the edge (older rows have lower indexes), else where it started.
+        Upward (`after=edge`): the bucket of its newest row at or below the edge, else
+        the lowest bucket it read.
+        """
+        pos = view_position(edge)
+        hints: dict[str, int] = {}
+        for read in self.reads:
+            if downward:
+                above = [r.index for r in read.rows if r.pos >= pos]
+                hints[read.key] = min(above) // BUCKET_SIZE if above else read.start
+            else:
+                below = [r.index for r in read.rows if r.pos <= pos]
+                hints[read.key] = max(below) // BUCKET_SIZE if below else read.lowest_bucket
+        return hints
+
+
+def stream_key(receiver_id: str, sender_id: str | None) -> str:
+    return receiver_id if sender_id is None else direction_key(receiver_id, sender_id)
+
+
+# -- reader -------------------------------------------------------------------------------
+
+
+class MessageReader:
+    """History and sync: the recent cache when it provably covers, else bucket reads."""
+
+    def __init__(self, shards: MongoShards, redis: Redis, keys: RedisKeys) -> None:
+        self.shards = shards
+        self.redis = redis
+        self.keys = keys
+
+    # buckets
+
+    async def _bucket(self, receiver_id: str, sender_id: str | None, number: int) -> list[_Row]:
+        """One bucket of a stream, by position (one equality lookup)."""
+        if number < 0:
+            return []
+        if sender_id is None:
+            query = {"receiver_id": receiver_id, "rb": f"{receiver_id}:{number}"}
+            index_field = "seq"
+        else:
+            query = {
+                "receiver_id": receiver_id,
+                "db": f"{direction_key(receiver_id, sender_id)}:{number}",
+            }
+            index_field = "dseq"
+        rows = []
+        async for doc in collection(self.shards, receiver_id).find(query):
+            view = view_from_document(doc)
+            rows.append(_Row(view, view_position(view), int(doc[index_field])))
+        rows.sort(key=lambda r: r.pos)
+        return rows
+
+    async def _head_bucket(self, receiver_id: str, sender_id: str | None) -> int:
+        head = await read_head(self.shards, receiver_id, sender_id)
+        return int(head.get("seq", 0)) // BUCKET_SIZE if head else 0
+
+    async def _top_bucket(
+        self, receiver_id: str, sender_id: str | None, cache: dict[int, list[_Row]]
+    ) -> int:
+        """The newest bucket holding rows: the head's, then on while buckets are full
+        (a head lags the stored messages by at most message_service's counter interval)."""
+        number = await self._head_bucket(receiver_id, sender_id)
+        while True:
+            rows = cache.get(number)
+            if rows is None:
+                rows = cache[number] = await self._bucket(receiver_id, sender_id, number)
+            if not rows or not _full(rows, number):
+                return number
+            number += 1
+
+    async def _bisect(
+        self, receiver_id: str, sender_id: str | None, bound: Bound, cache: dict[int, list[_Row]]
+    ) -> int:
+        """The highest bucket whose first row is below `bound` (0 if none)."""
+        low, high = 0, await self._top_bucket(receiver_id, sender_id, cache)
+        while low < high:
+            middle = (low + high + 1) // 2
+            rows = cache.get(middle)
+            if rows is None:
+                rows = cache[middle] = await self._bucket(receiver_id, sender_id, middle)
+            if rows and rows[0].pos < bound.position:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    async def _read_stream(
+        self,
+        receiver_id: str,
+        sender_id: str | None,
+        lower: Bound | None,
+        upper: Bound | None,
+        want: int,
+        ascending: bool,
+        hint: int | None,
+    ) -> _StreamRead:
+        """Up to `want` rows of one stream in range nearest the page's cursor side."""
+        key = stream_key(receiver_id, sender_id)
+        cache: dict[int, list[_Row]] = {}
+        if hint is not None:
+            start = hint
+        elif ascending:
+            start = await self._bisect(receiver_id, sender_id, lower, cache) if lower else 0
+        elif upper is not None:
+            start = await self._bisect(receiver_id, sender_id, upper, cache)
+        else:
+            start = await self._top_bucket(receiver_id, sender_id, cache)
+        read = _StreamRead(key, start, lowest_bucket=start)
+        taken = 0
+        number = start
+        while number >= 0:
+            rows = cache.get(number)
+            if rows is None:
+                rows = cache[number] = await self._bucket(receiver_id, sender_id, number)
+            read.lowest_bucket = min(read.lowest_bucket, number)
+            read.rows.extend(rows)
+            taken += sum(1 for r in rows if in_range(r.pos, lower, upper))
+            if taken >= want:
+                break
+            if ascending:
+                if not rows or not _full(rows, number):
+                    break  # the newest bucket: nothing is stored after it
+                if upper is not None and rows[-1].pos >= upper.position:
+                    break
+                number += 1
+            else:
+                if lower is not None and rows and rows[0].pos <= lower.position:
+                    break
+                number -= 1
+        return read
+
+    # history
+
+    async def history(
+        self,
+        conversation: Conversation,
+        *,
+        lower: Bound | None,
+        upper: Bound | None,
+        limit: int,
+        ascending: bool,
+        hints: dict[str, int] | None = None,
+    ) -> HistoryPage:
+        """The `limit` messages of [lower, upper] nearest to the cursor side, newest first.
+
+        `ascending=False` (before/default): the newest ones below `upper`.
+        `ascending=True` (after): the oldest ones above `lower`.
+        """
+        cached, complete, covered = await self._from_cache(
+            conversation, lower, upper, limit, ascending
+        )
+        if covered and complete:
+            return _page(cached, limit, ascending)
+        reads = await asyncio.gather(
+            *(
+                self._read_stream(
+                    receiver,
+                    sender,
+                    lower,
+                    upper,
+                    limit + 1,
+                    ascending,
+                    (hints or {}).get(stream_key(receiver, sender)),
+                )
+                for receiver, sender in conversation.directions
+            )
+        )
+        merged = {m.id: m for m in cached if in_range(view_position(m), lower, upper)}
+        for read in reads:
+            for row in read.rows:
+                if in_range(row.pos, lower, upper):
+                    merged.setdefault(row.view.id, row.view)
+        page = _page(list(merged.values()), limit, ascending)
+        return HistoryPage(page.messages, page.has_more, tuple(reads))
+
+    async def _from_cache(
+        self,
+        conversation: Conversation,
+        lower: Bound | None,
+        upper: Bound | None,
+        limit: int,
+        ascending: bool,
+    ) -> tuple[list[MessageView], bool, bool]:
+        """(cached messages in range, all bodies present, the cache covers the page)."""
+        zset = self.keys.recent_messages(conversation.id)
+        bodies = self.keys.recent_bodies(conversation.id)
+        markers = [f"{MARKER_PREFIX}{receiver}" for receiver, _ in conversation.directions]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(zset)
+            pipe.hmget(bodies, markers)
+            if ascending:
+                pipe.zrangebylex(
+                    zset, _lex(lower, lower=True), _lex(upper, lower=False), 0, limit + 1
+                )
+            else:
+                pipe.zrevrangebylex(
+                    zset, _lex(upper, lower=False), _lex(lower, lower=True), 0, limit + 1
+                )
+            exists, marker_values, positions = await pipe.execute()
+        cached: list[MessageView] = []
+        if positions:
+            raw_bodies = await self.redis.hmget(bodies, positions)
+            cached = _unique(MessageView.model_validate_json(raw) for raw in raw_bodies if raw)
+        complete = len(cached) == len(positions)
+        covered_from = (
+            max(marker_values) if exists and marker_values and all(marker_values) else None
+        )
+        if covered_from is None:
+            return cached, complete, False
+        start = lower.position if lower is not None else None
+        if ascending:
+            covered = start is not None and start >= covered_from
+        else:
+            inside = sum(1 for m in cached if view_position(m) >= covered_from)
+            covered = inside >= limit + 1 or (start is not None and start >= covered_from)
+        return cached, complete, covered
+
+    # sync
+
+    async def sync(
+        self, receivers: Sequence[str], seqs: dict[str, int], limit: int
+    ) -> tuple[list[MessageView], dict[str, int], bool]:
+        """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?
+
+        Per receiver, the recent-inbox cache answers when it holds every seq after the
+        cursor (contiguous and starting at or before cursor + 1); otherwise the
+        receiver's `rb` buckets from the cursor's on, stopping at the first seq not
+        stored yet (so nothing is skipped).
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for receiver_id in receivers:
+                key = self.keys.recent_inbox(receiver_id)
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)
+                pipe.zrange(key, -1, -1, withscores=True)
+                pipe.zrangebyscore(key, f"({seqs.get(receiver_id, 0)}", "+inf", 0, limit + 1)
+            raw = await pipe.execute()
+
+        async def one(index: int, receiver_id: str) -> tuple[list[MessageView], bool]:
+            after = seqs.get(receiver_id, 0)
+            size, lowest, highest, entries = raw[4 * index : 4 * index + 4]
+            if size and lowest and highest:
+                low, high = int(lowest[0][1]), int(highest[0][1])
+                if high - low + 1 == size and low <= after + 1:
+                    run = [MessageView.model_validate_json(entry) for entry in entries]
+                    return run[:limit], len(run) > limit
+            return await self._sync_stored(receiver_id, after, limit)
+
+        results = await asyncio.gather(*(one(i, r) for i, r in enumerate(receivers)))
+        candidates = [m for run, _ in results for m in run]
+        candidates.sort(key=view_position)
+        page = candidates[:limit]
+        more = len(candidates) > limit or any(more for _, more in results)
+        advanced = dict(seqs)
+        for message in page:
+            advanced[message.receiver.id] = max(advanced.get(message.receiver.id, 0), message.seq)
+        return page, advanced, more
+
+    async def _sync_stored(
+        self, receiver_id: str, after: int, limit: int
+    ) -> tuple[list[MessageView], bool]:
+        """The contiguous run of stored seqs after `after`, bucket by bucket."""
+        run: list[MessageView] = []
+        number = (after + 1) // BUCKET_SIZE
+        while len(run) <= limit:
+            rows = await self._bucket(receiver_id, None, number)
+            for row in sorted(rows, key=lambda r: r.index):
+                if row.index <= after + len(run):
+                    continue
+                if row.index != after + len(run) + 1:
+                    return run[:limit], False  # the next seq is not stored yet
+                run.append(row.view)
+            if not rows or not _full(rows, number):
+                break
+            number += 1
+        return run[:limit], len(run) > limit
+
+
+def _full(rows: Sequence[_Row], number: int) -> bool:
+    """Whether a bucket holds its last slot (so the next bucket may hold rows)."""
+    return any(r.index == (number + 1) * BUCKET_SIZE - 1 for r in rows)
+
+
+def _lex(bound: Bound | None, *, lower: bool) -> str:
+    if bound is None:
+        return "-" if lower else "+"
+    return ("[" if bound.inclusive else "(") + bound.position
+
+
+def _unique(messages: Iterable[MessageView]) -> list[MessageView]:
+    """One entry per message id (the cache is keyed by position, not by id)."""
+    seen: set[str] = set()
+    unique: list[MessageView] = []
+    for message in messages:
+        if message.id in seen:
+            log.warning("history anomaly", kind="message cached at two positions", id=message.id)
+            continue
+        seen.add(message.id)
+        unique.append(message)
+    return unique
+
+
+def _page(messages: Sequence[MessageView], limit: int, ascending: bool) -> HistoryPage:
+    ordered = sorted(messages, key=view_position, reverse=not ascending)
+    page = ordered[:limit]
+    if ascending:
+        page.reverse()
+    return HistoryPage(page, has_more=len(ordered) > limit)
+
+
+# -- the recent-messages cache (written by message_service before it replies) ------------
+
+# KEYS: zset, bodies hash. ARGV: cap, ttl_s, n_markers, then marker pairs
+# (receiver_id, position) to set if absent, then (position, body) pairs.
+_CACHE_WRITE = """
+local cap = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local markers = tonumber(ARGV[3])
+local i = 4
+for _ = 1, markers do
+  redis.call('HSETNX', KEYS[2], 'from:' .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('ZADD', KEYS[1], 0, ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local size = redis.call('ZCARD', KEYS[1])
+if size > cap then
+  local old = redis.call('ZRANGE', KEYS[1], 0, size - cap - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - cap - 1)
+  redis.call('HDEL', KEYS[2], unpack(old))
+  local lowest = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  local fields = redis.call('HKEYS', KEYS[2])
+  for _, field in ipairs(fields) do
+    if string.sub(field, 1, 5) == 'from:' then
+      if redis.call('HGET', KEYS[2], field) < lowest then
+        redis.call('HSET', KEYS[2], field, lowest)
+      end
+    end
+  end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return size
+"""
+
+# KEYS: bodies hash, inbox zset. ARGV: position, seq, body. Replaces a cached body
+# where one is cached; never adds one (so coverage rules are untouched).
+_CACHE_REPLACE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[2])
+if #old > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+end
+return #old
+"""
+
+
+class RecentCache:
+    """The newest messages per conversation (history) and per receiver (sync) in Redis.
+
+    Both bounded. A conversation's markers say what it covers; a receiver's set
+    covers the seqs (min, max] when it holds max-min+1 entries (every seq is added
+    in order before its reply, so it stays contiguous but after replays of old seqs).
+    """
+
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, *, cap: int, inbox_cap: int, ttl_s: int
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cap = cap
+        self.inbox_cap = inbox_cap
+        self.ttl_s = ttl_s
+        self._script = redis.register_script(_CACHE_WRITE)
+        self._replace = redis.register_script(_CACHE_REPLACE)
+
+    async def add(self, messages: Sequence[MessageAcceptedPayload], fresh: set[str]) -> None:
+        """Add messages; those whose id is in `fresh` (newly sequenced) may start coverage.
+
+        A fresh message is later than every earlier message of its receiver, so when
+        a receiver's marker is absent the cache covers it from the first fresh one.
+        """
+        by_conversation: dict[str, list[MessageAcceptedPayload]] = {}
+        by_receiver: dict[str, list[MessageAcceptedPayload]] = {}
+        bodies = {m.message_id: cache_body(m) for m in messages}  # one serialization each
+        for message in messages:
+            by_receiver.setdefault(message.receiver_id, []).append(message)
+            conversation = conversation_id(
+                message.receiver_kind, message.receiver_id, message.sender_id
+            )
+            by_conversation.setdefault(conversation, []).append(message)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conversation, group in by_conversation.items():
+                first_fresh: dict[str, str] = {}
+                entries: list[str] = []
+                for message in group:
+                    pos = position(message.created_at, message.message_id)
+                    if message.message_id in fresh:
+                        current = first_fresh.get(message.receiver_id)
+                        if current is None or pos < current:
+                            first_fresh[message.receiver_id] = pos
+                    entries += [pos, bodies[message.message_id]]
+                marker_args = [x for pair in first_fresh.items() for x in pair]
+                await self._script(
+                    keys=[
+                        self.keys.recent_messages(conversation),
+                        self.keys.recent_bodies(conversation),
+                    ],
+                    args=[self.cap, self.ttl_s, len(first_fresh), *marker_args, *entries],
+                    client=pipe,
+                )
+            for receiver_id, group in by_receiver.items():
+                key = self.keys.recent_inbox(receiver_id)
+                pipe.zadd(key, {bodies[m.message_id]: m.seq for m in group})
+                pipe.zremrangebyrank(key, 0, -self.inbox_cap - 1)
+                pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def replace(self, view: MessageView) -> None:
+        """Replace one message's cached body in place (an edit); absent entries stay absent."""
+        conversation = conversation_id(view.receiver.kind, view.receiver.id, view.sender_id)
+        await self._replace(
+            keys=[self.keys.recent_bodies(conversation), self.keys.recent_inbox(view.receiver.id)],
+            args=[view_position(view), view.seq, cache_body(view)],
+        )
