@@ -96,6 +96,7 @@ class MongoShards:
         server_selection_timeout_ms: int = 5000,
         socket_timeout_ms: int = 30_000,
         sql_urls: Sequence[str] = (),
+        event_listeners: Sequence[Any] = (),
     ) -> None:
         self.uris = tuple(uris)
         #: PostgreSQL under each shard (FerretDB on PostgreSQL), or () on MongoDB.
@@ -110,6 +111,7 @@ class MongoShards:
                 socketTimeoutMS=socket_timeout_ms,
                 tz_aware=True,
                 uuidRepresentation="standard",
+                event_listeners=list(event_listeners),
             )
             for uri in self.uris
         )

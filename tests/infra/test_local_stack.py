@@ -8,9 +8,11 @@ state directory on free ports, so they never disturb the shared one.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ PORT_VARIABLES = (
     "LOCAL_REDIS_PORT",
     "LOCAL_KAFKA_PORT",
     "LOCAL_KAFKA_CONTROLLER_PORT",
+    "LOCAL_POSTGRES_PORT",
     "LOCAL_FERRETDB_SHARD0_PORT",
     "LOCAL_FERRETDB_SHARD1_PORT",
 )
@@ -63,13 +66,18 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 @pytest.fixture
-def private_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Environment of a second, private stack: its own state directory and free ports."""
+def private_env() -> Iterator[dict[str, str]]:
+    """Environment of a second, private stack: its own state directory and free ports.
+
+    The directory is one the `postgres` user can enter (pytest's tmp_path is not)."""
+    state = Path(tempfile.mkdtemp(prefix="messenger-stack-"))
+    state.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "LOCAL_PORT_OFFSET"}
-    env["LOCAL_STACK_DIR"] = str(tmp_path / "stack")
+    env["LOCAL_STACK_DIR"] = str(state / "stack")
     env.update({name: str(_free_port()) for name in PORT_VARIABLES})
     yield env
     _cli("down", env=env)  # whatever a failing test left running
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _mongo(uri: str) -> MongoClient[dict[str, object]]:
@@ -116,12 +124,13 @@ def test_status_reports_every_component_running(stack: Endpoints) -> None:
     assert [line.split()[0] for line in lines] == [
         "redis",
         "kafka",
+        "postgres",
         "ferretdb-shard0",
         "ferretdb-shard1",
     ]
     assert all(line.split()[1] == "running" for line in lines), done.stdout
     pids = {line.split()[4] for line in lines}
-    assert len(pids) == 4, "each component is a process of its own"
+    assert len(pids) == 5, "each component is a process of its own"
 
 
 def test_port_taken_by_another_process_is_one_clear_line(private_env: dict[str, str]) -> None:
@@ -149,14 +158,16 @@ def test_private_stack_up_is_idempotent_and_down_leaves_nothing(
     first = _cli("up", *components, env=private_env)
     assert first.returncode == 0, first.stdout + first.stderr
     run_dir = Path(private_env["LOCAL_STACK_DIR"]) / "run"
-    pids = {name: int((run_dir / f"{name}.pid").read_text().split()[0]) for name in components}
+    # A FerretDB shard brings the PostgreSQL server it stores into.
+    started = (*components, "postgres")
+    pids = {name: int((run_dir / f"{name}.pid").read_text().split()[0]) for name in started}
     assert all(is_alive(pid) for pid in pids.values())
 
     again = _cli("up", *components, env=private_env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("already running") == 2
+    assert again.stdout.count("already running") == 3
     assert {
-        name: int((run_dir / f"{name}.pid").read_text().split()[0]) for name in components
+        name: int((run_dir / f"{name}.pid").read_text().split()[0]) for name in started
     } == pids
 
     client = redis.Redis(port=int(private_env["LOCAL_REDIS_PORT"]))
@@ -172,4 +183,4 @@ def test_private_stack_up_is_idempotent_and_down_leaves_nothing(
 
     after = _cli("status", *components, env=private_env)
     assert after.returncode == 3
-    assert [line.split()[1] for line in after.stdout.splitlines()] == ["stopped", "stopped"]
+    assert [line.split()[1] for line in after.stdout.splitlines()] == ["stopped"] * 3
