@@ -11,9 +11,9 @@ import pytest
 
 from libs.contracts.messages import SendMessagePayload
 from libs.ids import new_id
+from libs.readmodels.messages import HEADS as COUNTERS
 from libs.settings import ServiceSettings
 from libs.storage.mongo import MongoShards, bootstrap_collections, open_shards
-from libs.readmodels.messages import HEADS as COUNTERS
 from message_service.repository import COLLECTIONS, Ledger, ReceiverPosition
 from message_service.sequencing import Sequencer
 
