@@ -166,9 +166,7 @@ def test_private_stack_up_is_idempotent_and_down_leaves_nothing(
     again = _cli("up", *components, env=private_env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("already running") == 3
-    assert {
-        name: int((run_dir / f"{name}.pid").read_text().split()[0]) for name in started
-    } == pids
+    assert {name: int((run_dir / f"{name}.pid").read_text().split()[0]) for name in started} == pids
 
     client = redis.Redis(port=int(private_env["LOCAL_REDIS_PORT"]))
     try:
