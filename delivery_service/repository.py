@@ -27,6 +27,7 @@ from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import MessageAcceptedPayload
 from libs.errors import Unavailable
 from libs.group_projection import PROJECTION as GROUPS_PROJECTION
+from libs.readmodels.messages import encode_ref
 from libs.receipt_projection import COLLECTION, PROJECTION, document_id
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, bulk_update
 
@@ -34,6 +35,8 @@ WATERMARKS = CollectionSpec(
     name=COLLECTION,
     indexes=(IndexSpec([("receiver_id", 1), ("kind", 1), ("field", 1)], "receiver_kind_field"),),
     shard_key={"receiver_id": "hashed"},
+    # The receipt projection's fallback reads a receiver's watermarks by equality.
+    lookups=("_id", "receiver_id"),
 )
 #: Recent (seq, sender) entries kept per receiver for receipt fan-out.
 SEQ_SENDERS_KEPT = 5000
@@ -127,11 +130,7 @@ class DeliveryRepository:
             for m in messages:
                 senders = self.keys.seq_senders(m.receiver_id)
                 pipe.zadd(senders, {f"{m.seq}:{m.sender_id}": m.seq})
-                pipe.set(
-                    self.keys.message_ref(m.message_id),
-                    f"{m.receiver_kind}|{m.receiver_id}|{m.seq}|{m.sender_id}",
-                    ex=MESSAGE_REF_TTL_S,
-                )
+                pipe.set(self.keys.message_ref(m.message_id), encode_ref(m), ex=MESSAGE_REF_TTL_S)
                 if m.receiver_kind == "user" and m.receiver_id != m.sender_id:
                     pipe.sadd(self.keys.contacts(m.sender_id), m.receiver_id)
                     pipe.sadd(self.keys.contacts(m.receiver_id), m.sender_id)

@@ -97,6 +97,7 @@ COLLECTIONS = (
             IndexSpec([("blocked_id", ASCENDING)], "blocked"),
         ),
         shard_key={"blocker_id": "hashed"},
+        lookups=("_id", "blocked_id"),
     ),
 )
 

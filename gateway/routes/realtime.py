@@ -70,6 +70,7 @@ from libs.errors import (
 from libs.group_projection import group_members, user_groups
 from libs.logging import get_logger
 from libs.projections import user_exists
+from libs.readmodels.messages import locate_message
 from libs.receipt_projection import watermarks_of
 
 log = get_logger(__name__)
@@ -474,20 +475,10 @@ async def read_group(request: web.Request, principal: Principal, body: ReadBody)
 
 async def find_message(app: web.Application, message_id: str) -> tuple[str, str, int, str] | None:
     """(receiver_kind, receiver_id, seq, sender_id) of a message, or None."""
-    ref = await app[REDIS].get(app[KEYS].message_ref(message_id))
-    if ref:
-        kind, receiver_id, seq, sender_id = ref.split("|", 3)
-        return kind, receiver_id, int(seq), sender_id
-    for collection in app[MONGO].collections("messages"):
-        doc = await collection.find_one({"_id": message_id})
-        if doc is not None:
-            return (
-                str(doc.get("receiver_kind", "user")),
-                str(doc["receiver_id"]),
-                int(doc["seq"]),
-                str(doc["sender_id"]),
-            )
-    return None
+    ref = await locate_message(app[MONGO], app[REDIS], app[KEYS], message_id)
+    if ref is None:
+        return None
+    return ref.receiver_kind, ref.receiver_id, ref.seq, ref.sender_id
 
 
 @routes.get(

@@ -12,6 +12,8 @@ Owns, and is the only code that spells:
   its `from:<receiver>` coverage markers, `recent_inbox:<receiver>`): its rules,
   its writer (`RecentCache`, used by message_service before it replies) and its
   reads;
+- the message ref (`msg_ref:<message_id>` -> "<kind>|<receiver>|<seq>|<sender>",
+  written by delivery_service for receipts; `encode_ref`, `locate_message`);
 - every query of history and sync.
 
 **Buckets.** FerretDB (the local store) can serve only top-level equality from
@@ -215,6 +217,44 @@ class MessageWriter:
 def collection(shards: MongoShards, receiver_id: str) -> AsyncCollection[dict[str, Any]]:
     """The `messages` collection holding `receiver_id`'s messages (updates by `_id` go here)."""
     return shards.collection_for(receiver_id, MESSAGES)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """Where a message is: enough to route a receipt without reading the message."""
+
+    receiver_kind: str
+    receiver_id: str
+    seq: int
+    sender_id: str
+
+
+def encode_ref(message: MessageAcceptedPayload) -> str:
+    """The value of `msg_ref:<message_id>`."""
+    return f"{message.receiver_kind}|{message.receiver_id}|{message.seq}|{message.sender_id}"
+
+
+def decode_ref(raw: str) -> MessageRef:
+    kind, receiver_id, seq, sender_id = raw.split("|", 3)
+    return MessageRef(kind, receiver_id, int(seq), sender_id)
+
+
+async def locate_message(
+    shards: MongoShards, redis: Redis, keys: RedisKeys, message_id: str
+) -> MessageRef | None:
+    """A message's ref: the cached one, else the stored message (`_id` lookups)."""
+    raw = await redis.get(keys.message_ref(message_id))
+    if raw:
+        return decode_ref(raw)
+    doc = await find_message(shards, message_id)
+    if doc is None:
+        return None
+    return MessageRef(
+        str(doc.get("receiver_kind", "user")),
+        str(doc["receiver_id"]),
+        int(doc["seq"]),
+        str(doc["sender_id"]),
+    )
 
 
 async def find_message(shards: MongoShards, message_id: str) -> dict[str, Any] | None:
