@@ -79,7 +79,7 @@ class Plan:
             fanout_rate=30,  # 29,970 pushes/s offered: above the 20,000/s target
             fanout_duration_s=5.0,
             connections=19_000,
-            history_sizes=(10_000, 100_000),
+            history_sizes=(10_000, 1_000_000),
             history_newest_rate=50,
             history_deep_rate=4,
             history_duration_s=5.0,
@@ -104,7 +104,7 @@ class Plan:
             fanout_rate=5,
             fanout_duration_s=2.0,
             connections=300,
-            history_sizes=(1_000,),
+            history_sizes=(2_000, 10_000),
             history_newest_rate=20,
             history_deep_rate=4,
             history_duration_s=2.0,

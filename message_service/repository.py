@@ -84,6 +84,11 @@ def _ledger_id(receiver_id: str, seq: int) -> str:
     return f"{receiver_id}:{seq}"
 
 
+def _entry(receiver_id: str, seq: int) -> dict[str, str]:
+    """The lookup of one ledger entry; receiver_id targets its shard on a mongos."""
+    return {"_id": _ledger_id(receiver_id, seq), "receiver_id": receiver_id}
+
+
 def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]:
     return {
         "_id": _ledger_id(message.receiver_id, message.seq),
@@ -163,7 +168,7 @@ class Ledger:
             )
             ledger = self.shards.collection_for(receiver_id, LEDGER)
             # The ledger runs ahead of the head only after a crash between the two writes.
-            ahead = await ledger.find_one({"_id": _ledger_id(receiver_id, position.seq + 1)})
+            ahead = await ledger.find_one(_entry(receiver_id, position.seq + 1))
             if ahead is not None:
                 position = await self._last_in_ledger(ledger.database, ahead)
             return receiver_id, position
@@ -193,9 +198,7 @@ class Ledger:
         step = 1
         missing: int | None = None
         while missing is None:
-            doc = await database[LEDGER].find_one(
-                {"_id": _ledger_id(receiver_id, last["seq"] + step)}
-            )
+            doc = await database[LEDGER].find_one(_entry(receiver_id, last["seq"] + step))
             if doc is None:
                 missing = last["seq"] + step
             else:
@@ -204,7 +207,7 @@ class Ledger:
         low, high = last["seq"], missing  # low exists, high does not
         while high - low > 1:
             middle = (low + high) // 2
-            doc = await database[LEDGER].find_one({"_id": _ledger_id(receiver_id, middle)})
+            doc = await database[LEDGER].find_one(_entry(receiver_id, middle))
             if doc is None:
                 high = middle
             else:

@@ -1,4 +1,5 @@
-"""Fault tests: SIGKILL persister, message_service or a FerretDB shard mid-stream.
+"""Fault tests: SIGKILL persister, message_service, a FerretDB shard or the PostgreSQL
+server under both shards mid-stream, or restart that server cleanly (`down` + `up`).
 
 A stream of 2,000 messages from several senders to users on both shards and to a
 group; clients retry 503/504 with the same client_msg_id, as real clients do.
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from libs.readmodels.messages import MESSAGES
 from libs.settings import ServiceSettings
 from libs.storage.routing import ShardRouter
 from tests.messages.conftest import all_history, create_group, eventually, send_ok
@@ -29,20 +31,36 @@ KILL_AFTER = 600
 SHARD_TO_KILL = "ferretdb-shard1"
 
 
-def _kill_ferretdb_shard() -> Callable[[], None]:
-    """SIGKILL one FerretDB shard of the local stack; return how to bring it back."""
+def _kill_component(name: str) -> Callable[[], None]:
+    """SIGKILL one component of the local stack; return how to bring it back."""
     from deploy.local import processes, stack
 
     config = stack.StackConfig.from_env()
-    component = stack.select(config, [SHARD_TO_KILL])[0]
+    component = next(c for c in stack.components(config) if c.name == name)
     record = processes.read_record(stack._pidfile(config, component))
-    assert record is not None, f"{SHARD_TO_KILL} is not running"
+    assert record is not None, f"{name} is not running"
     processes.signal_group(record.pid, signal.SIGKILL)
 
     def restore() -> None:
-        stack.up([SHARD_TO_KILL])
+        stack.up([name])
 
     return restore
+
+
+def _restart_store() -> Callable[[], None]:
+    """Stop the PostgreSQL server under both shards as `make down` does; return its start."""
+    from deploy.local import stack
+
+    stack.down(["postgres"])
+    return lambda: stack.up(["postgres"])
+
+
+#: How each victim is taken down; each returns how to bring it back.
+STORE_FAULTS: dict[str, Callable[[], Callable[[], None]]] = {
+    "ferretdb": lambda: _kill_component(SHARD_TO_KILL),
+    "postgres": lambda: _kill_component("postgres"),
+    "store-restart": _restart_store,
+}
 
 
 async def _users_on_every_shard(api: Api, router: ShardRouter[int], shards: int) -> list[User]:
@@ -60,7 +78,7 @@ async def _stored(namespace: str) -> dict[str, list[dict[str, Any]]]:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
         try:
             database = client[f"{settings.mongo_database}_{namespace}"]
-            async for doc in database["messages"].find({}, {"content": 0}):
+            async for doc in database[MESSAGES].find({}, {"content": 0}):
                 doc["shard_uri"] = uri
                 found[doc["receiver_id"]].append(doc)
         finally:
@@ -70,7 +88,9 @@ async def _stored(namespace: str) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.mark.fault
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("victim", ["persister", "message_service", "ferretdb"])
+@pytest.mark.parametrize(
+    "victim", ["persister", "message_service", "ferretdb", "postgres", "store-restart"]
+)
 async def test_nothing_acknowledged_is_lost_or_doubled_after_a_kill(
     api: Api, system: RunningSystem, namespace: str, victim: str
 ) -> None:
@@ -97,15 +117,15 @@ async def test_nothing_acknowledged_is_lost_or_doubled_after_a_kill(
 
     stream = asyncio.gather(*(one(i) for i in range(STREAM)))
     await progress.wait()
-    if victim == "ferretdb":
-        restore = await asyncio.to_thread(_kill_ferretdb_shard)
+    if victim in STORE_FAULTS:
+        restore = await asyncio.to_thread(STORE_FAULTS[victim])
     else:
         process = system.services[victim]
         await asyncio.to_thread(process.kill)
     try:
         await asyncio.sleep(2)
     finally:
-        if victim == "ferretdb":
+        if victim in STORE_FAULTS:
             await asyncio.to_thread(restore)
         else:
             await asyncio.to_thread(process.start)
