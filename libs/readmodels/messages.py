@@ -373,12 +373,15 @@ class MessageReader:
 
     # buckets
 
-    async def _bucket(self, receiver_id: str, sender_id: str | None, number: int) -> list[_Row]:
-        """One bucket of a stream, by position (one equality lookup)."""
+    async def _bucket(
+        self, receiver_id: str, sender_id: str | None, number: int, slot: int | None = None
+    ) -> list[_Row]:
+        """One bucket of a stream by position (one equality lookup), or only its row
+        with index `slot` (PostgreSQL filters the bucket's rows: one row reaches FerretDB)."""
         if number < 0:
             return []
         if sender_id is None:
-            query = {"receiver_id": receiver_id, "rb": f"{receiver_id}:{number}"}
+            query: dict[str, Any] = {"receiver_id": receiver_id, "rb": f"{receiver_id}:{number}"}
             index_field = "seq"
         else:
             query = {
@@ -386,6 +389,8 @@ class MessageReader:
                 "db": f"{direction_key(receiver_id, sender_id)}:{number}",
             }
             index_field = "dseq"
+        if slot is not None:
+            query[index_field] = slot
         rows = []
         async for doc in collection(self.shards, receiver_id).find(query):
             view = view_from_document(doc)
@@ -397,80 +402,119 @@ class MessageReader:
         head = await read_head(self.shards, receiver_id, sender_id)
         return int(head.get("seq", 0)) // BUCKET_SIZE if head else 0
 
-    async def _top_bucket(
-        self, receiver_id: str, sender_id: str | None, cache: dict[int, list[_Row]]
-    ) -> int:
-        """The newest bucket holding rows: the head's, then on while buckets are full
-        (a head lags the stored messages by at most message_service's counter interval)."""
+    async def _top_bucket(self, receiver_id: str, sender_id: str | None) -> int:
+        """The newest bucket that may hold rows: the head's, then on while a bucket's last
+        slot is stored (a head lags by at most message_service's counter interval)."""
         number = await self._head_bucket(receiver_id, sender_id)
-        while True:
-            rows = cache.get(number)
-            if rows is None:
-                rows = cache[number] = await self._bucket(receiver_id, sender_id, number)
-            if not rows or not _full(rows, number):
-                return number
+        while await self._bucket(receiver_id, sender_id, number, (number + 1) * BUCKET_SIZE - 1):
             number += 1
+        return number
 
-    async def _bisect(
-        self, receiver_id: str, sender_id: str | None, bound: Bound, cache: dict[int, list[_Row]]
-    ) -> int:
-        """The highest bucket whose first row is below `bound` (0 if none)."""
-        low, high = 0, await self._top_bucket(receiver_id, sender_id, cache)
+    async def _bisect(self, receiver_id: str, sender_id: str | None, bound: Bound) -> int:
+        """The highest bucket whose first row is below `bound` (0 if none): log2(buckets)
+        lookups of one row each (a bucket's first slot)."""
+        low, high = 0, await self._top_bucket(receiver_id, sender_id)
         while low < high:
             middle = (low + high + 1) // 2
-            rows = cache.get(middle)
-            if rows is None:
-                rows = cache[middle] = await self._bucket(receiver_id, sender_id, middle)
+            rows = await self._bucket(receiver_id, sender_id, middle, middle * BUCKET_SIZE)
+            if not rows:  # the first slot is missing (reused after a crash): the whole bucket
+                rows = await self._bucket(receiver_id, sender_id, middle)
             if rows and rows[0].pos < bound.position:
                 low = middle
             else:
                 high = middle - 1
         return low
 
-    async def _read_stream(
+    async def _start(
         self,
         receiver_id: str,
         sender_id: str | None,
         lower: Bound | None,
         upper: Bound | None,
-        want: int,
         ascending: bool,
         hint: int | None,
-    ) -> _StreamRead:
-        """Up to `want` rows of one stream in range nearest the page's cursor side."""
-        key = stream_key(receiver_id, sender_id)
-        cache: dict[int, list[_Row]] = {}
+    ) -> int:
+        """The bucket a stream's read begins at."""
         if hint is not None:
-            start = hint
-        elif ascending:
-            start = await self._bisect(receiver_id, sender_id, lower, cache) if lower else 0
-        elif upper is not None:
-            start = await self._bisect(receiver_id, sender_id, upper, cache)
-        else:
-            start = await self._top_bucket(receiver_id, sender_id, cache)
-        read = _StreamRead(key, start, lowest_bucket=start)
-        taken = 0
-        number = start
-        while number >= 0:
-            rows = cache.get(number)
-            if rows is None:
-                rows = cache[number] = await self._bucket(receiver_id, sender_id, number)
-            read.lowest_bucket = min(read.lowest_bucket, number)
+            return hint
+        if ascending:
+            return await self._bisect(receiver_id, sender_id, lower) if lower else 0
+        if upper is not None:
+            return await self._bisect(receiver_id, sender_id, upper)
+        return await self._top_bucket(receiver_id, sender_id)
+
+    async def _read_streams(
+        self,
+        conversation: Conversation,
+        lower: Bound | None,
+        upper: Bound | None,
+        want: int,
+        ascending: bool,
+        hints: dict[str, int],
+    ) -> list[_StreamRead]:
+        """Bucket by bucket, always from the stream whose frontier is nearest the cursor
+        side, until `want` rows in range are certain (no unread row can come before
+        them) or every stream is exhausted: a quiet direction costs one bucket read."""
+        streams = conversation.directions
+        starts = await asyncio.gather(
+            *(
+                self._start(r, s, lower, upper, ascending, hints.get(stream_key(r, s)))
+                for r, s in streams
+            )
+        )
+        reads = [
+            _StreamRead(stream_key(r, s), start, lowest_bucket=start)
+            for (r, s), start in zip(streams, starts, strict=True)
+        ]
+        following = list(starts)
+        #: Descending: the lowest position read per stream; ascending: the highest.
+        frontier: list[str | None] = [None] * len(streams)
+        done = [False] * len(streams)
+
+        async def advance(i: int) -> None:
+            receiver_id, sender_id = streams[i]
+            number = following[i]
+            rows = await self._bucket(receiver_id, sender_id, number)
+            read = reads[i]
             read.rows.extend(rows)
-            taken += sum(1 for r in rows if in_range(r.pos, lower, upper))
-            if taken >= want:
-                break
+            read.lowest_bucket = min(read.lowest_bucket, number)
+            if rows:
+                frontier[i] = rows[-1].pos if ascending else rows[0].pos
             if ascending:
-                if not rows or not _full(rows, number):
-                    break  # the newest bucket: nothing is stored after it
-                if upper is not None and rows[-1].pos >= upper.position:
-                    break
-                number += 1
+                following[i] = number + 1
+                done[i] = (
+                    not rows
+                    or not _full(rows, number)
+                    or (upper is not None and rows[-1].pos >= upper.position)
+                )
             else:
-                if lower is not None and rows and rows[0].pos <= lower.position:
-                    break
-                number -= 1
-        return read
+                following[i] = number - 1
+                done[i] = following[i] < 0 or (
+                    lower is not None and bool(rows) and rows[0].pos <= lower.position
+                )
+
+        await asyncio.gather(*(advance(i) for i in range(len(streams))))
+        while not all(done):
+            open_ = [i for i in range(len(streams)) if not done[i]]
+            # A stream that has shown no row yet may hold anything: it goes first.
+            unknown = [i for i in open_ if frontier[i] is None]
+            if unknown:
+                await asyncio.gather(*(advance(i) for i in unknown))
+                continue
+            edges = [frontier[i] or "" for i in open_]
+            bar = min(edges) if ascending else max(edges)
+            certain = sum(
+                1
+                for read in reads
+                for row in read.rows
+                if in_range(row.pos, lower, upper)
+                and (row.pos <= bar if ascending else row.pos >= bar)
+            )
+            if certain >= want:
+                break
+            pick = min if ascending else max
+            await advance(pick(open_, key=lambda i: frontier[i] or ""))
+        return reads
 
     # history
 
@@ -494,19 +538,8 @@ class MessageReader:
         )
         if covered and complete:
             return _page(cached, limit, ascending)
-        reads = await asyncio.gather(
-            *(
-                self._read_stream(
-                    receiver,
-                    sender,
-                    lower,
-                    upper,
-                    limit + 1,
-                    ascending,
-                    (hints or {}).get(stream_key(receiver, sender)),
-                )
-                for receiver, sender in conversation.directions
-            )
+        reads = await self._read_streams(
+            conversation, lower, upper, limit + 1, ascending, hints or {}
         )
         merged = {m.id: m for m in cached if in_range(view_position(m), lower, upper)}
         for read in reads:
