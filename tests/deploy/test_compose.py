@@ -258,6 +258,9 @@ def test_application_environment_points_at_the_compose_infrastructure() -> None:
         assert len(shards) == 1, f"{name}: the compose stack has one entry, the mongos: {shards}"
         mongos = urlsplit(shards[0])
         assert mongos.hostname == "mongos", f"{name}: {shards}"
+        # A real MongoDB: the bootstrap makes the collections' own indexes (the same
+        # IndexSpecs), not the local store's PostgreSQL lookup indexes.
+        assert "MONGO_SHARDS_SQL" not in env, f"{name}: MONGO_SHARDS_SQL is the local store's"
         assert _command(services["mongos"])[0] == "mongos"
         assert int(env["KAFKA_REPLICATION_FACTOR"]) == 3 <= len(kafka)
         assert int(env["KAFKA_PARTITIONS"]) >= 2

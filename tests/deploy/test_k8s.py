@@ -419,6 +419,8 @@ def test_config_names_the_external_dependencies() -> None:
     ):
         assert config.get(key), f"config.env sets no {key}"
     assert int(config["KAFKA_REPLICATION_FACTOR"]) >= 3
+    # A real MongoDB: its own indexes (the bootstrap's IndexSpecs), no PostgreSQL lookups.
+    assert "MONGO_SHARDS_SQL" not in config
     external = {
         name
         for name, svc in _objects("Service").items()
