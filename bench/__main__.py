@@ -86,6 +86,9 @@ async def run(args: argparse.Namespace) -> int:
         plan = dataclasses.replace(plan, runs=args.runs)
     if args.e2e_rate:
         plan = dataclasses.replace(plan, e2e_rate=args.e2e_rate)
+    if os.environ.get("BENCH_HISTORY_SIZES"):  # e.g. "10000,1000000" (scenario 6)
+        sizes = tuple(int(n) for n in os.environ["BENCH_HISTORY_SIZES"].split(","))
+        plan = dataclasses.replace(plan, history_sizes=sizes)
     log(
         f"bench ({mode}): scenarios {', '.join(s for s in ALL if s in args.selected)}; "
         "starting the stack and the services"
