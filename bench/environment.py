@@ -94,7 +94,8 @@ class BenchSystem:
     def messages_collections(self) -> list[object]:
         if not self.mongo:
             self.mongo = [
-                AsyncMongoClient(uri, serverSelectionTimeoutMS=5000, socketTimeoutMS=60_000)
+                # A full count of 10^5-10^6 documents through FerretDB takes minutes.
+                AsyncMongoClient(uri, serverSelectionTimeoutMS=5000, socketTimeoutMS=900_000)
                 for uri in self.mongo_uris
             ]
         return [client[self.database][MESSAGES_COLLECTION] for client in self.mongo]

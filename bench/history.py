@@ -349,6 +349,10 @@ async def history(ctx: Any) -> list[Row]:
             )
             if grown:
                 spent = seeder.writer_s + seeder.ledger_s - writer_before
+                ctx.log(
+                    f"  [6] seeding: {grown / max(spent, 1e-9):,.0f} msg/s (messages + ledger), "
+                    f"store CPU {cpu * 1000 / grown:.3f} ms per message"
+                )
                 rows.append(
                     Row(
                         "6",
@@ -457,6 +461,7 @@ async def history(ctx: Any) -> list[Row]:
                 ("first send to a receiver unseen since start", unseen),
                 ("first sends after a message_service restart", after_restart),
             ):
+                ctx.log(f"  [6] {size:,} {name}: {latency.short() if latency else '-'}")
                 rows.append(
                     Row(
                         "6",
@@ -473,6 +478,12 @@ async def history(ctx: Any) -> list[Row]:
             disk = await _disk_bytes(tuple(sql_urls), ctx.bench.database)
             pss = _store_pss_bytes(run_dir)
             stored = seeder.written
+            ctx.log(
+                f"  [6] {size:,} disk {disk / stored:,.0f} B/message, store PSS "
+                f"{pss / 2**20:,.0f} MiB; writer "
+                f"{seeder.written / max(seeder.writer_s, 1e-9):,.0f} "
+                f"msg/s, ledger {seeder.written / max(seeder.ledger_s, 1e-9):,.0f} entries/s"
+            )
             rows.append(
                 Row(
                     "6",
