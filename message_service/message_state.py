@@ -16,6 +16,7 @@ reading or writing these fields; `apply_change` is the rule book.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -125,16 +126,19 @@ class MessageStates:
         self.shards = shards
 
     async def load(self, targets: Iterable[tuple[str, int]]) -> dict[str, dict[str, Any]]:
-        """Ledger entries of (receiver_id, seq) pairs, by ledger id: one query per shard."""
-        by_shard: dict[int, list[str]] = {}
-        for receiver_id, seq in dict.fromkeys(targets):
-            index = self.shards.shard_index(receiver_id)
-            by_shard.setdefault(index, []).append(ledger_id(receiver_id, seq))
-        found: dict[str, dict[str, Any]] = {}
-        for index, ids in by_shard.items():
-            async for doc in self.shards.databases[index][LEDGER].find({"_id": {"$in": ids}}):
-                found[doc["_id"]] = doc
-        return found
+        """Ledger entries of (receiver_id, seq) pairs, by ledger id: one `_id` equality
+        lookup each, concurrently (the one filter FerretDB pushes down to its storage;
+        an `$in` is a scan of the collection there, docs/storage.md)."""
+        wanted = list(dict.fromkeys(targets))
+        docs = await asyncio.gather(
+            *(
+                self.shards.collection_for(receiver_id, LEDGER).find_one(
+                    {"_id": ledger_id(receiver_id, seq)}
+                )
+                for receiver_id, seq in wanted
+            )
+        )
+        return {doc["_id"]: doc for doc in docs if doc is not None}
 
     async def save(self, docs: Sequence[dict[str, Any]]) -> None:
         """Write the state fields (and the purge of a delete) of changed entries."""
