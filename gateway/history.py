@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from libs.readmodels.messages import (
     Conversation,
     HistoryPage,
     MessageReader,
+    SyncEntry,
     in_range,
     view_position,
 )
@@ -156,7 +157,14 @@ def encode_sync_cursor(seqs: dict[str, int]) -> str:
 
 
 async def read_sync(
-    app: web.Application, receivers: Sequence[str], seqs: dict[str, int], limit: int
-) -> tuple[list[MessageView], dict[str, int], bool]:
-    """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?"""
-    return await reader(app).sync(receivers, seqs, limit)
+    app: web.Application,
+    receivers: Sequence[str],
+    seqs: dict[str, int],
+    limit: int,
+    *,
+    hidden_actors: Iterable[str] = (),
+) -> tuple[list[SyncEntry], dict[str, int], bool]:
+    """Entries (messages and events) after `seqs` across `receivers`, oldest first;
+    the advanced seqs; more? Events of `hidden_actors` are left out, the cursor
+    moving past them (MessageReader.sync)."""
+    return await reader(app).sync(receivers, seqs, limit, hidden_actors=hidden_actors)

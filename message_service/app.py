@@ -14,9 +14,9 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus.consumer import ConsumerLoop
+from libs.contracts.conversations import MESSAGE_COMMANDS
 from libs.contracts.envelope import Codec
 from libs.contracts.keys import RedisKeys
-from libs.contracts.messages import MESSAGE_COMMANDS
 from libs.contracts.topics import MESSAGES_COMMANDS
 from libs.lifecycle import (
     MONGO,
@@ -31,6 +31,7 @@ from libs.lifecycle import (
 from libs.readmodels.messages import RecentCache
 from libs.storage.mongo import bootstrap_collections
 from message_service.handlers import Validator, handle_send_batch
+from message_service.message_state import MessageStates
 from message_service.repository import COLLECTIONS, Ledger
 from message_service.sequencing import Sequencer
 from message_service.settings import MessageServiceSettings
@@ -78,8 +79,11 @@ def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> Cons
         ttl_s=settings.recent_ttl_s,
     )
 
+    states = MessageStates(app[MONGO])
+
     async def forget(_: set[tuple[str, int]]) -> None:
         await sequencer.forget()
+        states.forget()
 
     return ConsumerLoop(
         group=settings.consumer_group("message_service"),
@@ -90,6 +94,8 @@ def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> Cons
             validator=Validator(app[REDIS], keys),
             sequencer=sequencer,
             cache=cache,
+            states=states,
+            edit_window_s=settings.edit_window_s,
         ),
         producer=app[PRODUCER],
         bootstrap=settings.kafka_bootstrap_servers,

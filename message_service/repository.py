@@ -32,7 +32,13 @@ from typing import Any, TypeVar
 
 from pymongo.errors import BulkWriteError
 
-from libs.contracts.messages import MessageAcceptedPayload, to_millis
+from libs.contracts.conversations import AppendEventPayload, ConversationEventPayload
+from libs.contracts.messages import (
+    MessageAcceptedPayload,
+    SendMessagePayload,
+    from_millis,
+    to_millis,
+)
 from libs.readmodels import messages as readmodel
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, bulk_update
 
@@ -89,7 +95,69 @@ def _entry(receiver_id: str, seq: int) -> dict[str, str]:
     return {"_id": _ledger_id(receiver_id, seq), "receiver_id": receiver_id}
 
 
-def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]:
+#: What the ledger sequences: a message, or an event of a receiver's log.
+LogRecord = MessageAcceptedPayload | ConversationEventPayload
+#: The command behind a ledger entry.
+LogCommand = SendMessagePayload | AppendEventPayload
+
+
+def entry_key(command: LogCommand) -> str:
+    """The dedupe key of a command (unique per receiver in the ledger)."""
+    if isinstance(command, AppendEventPayload):
+        return f"{command.receiver_id}|event|{command.event_id}"
+    return dedupe_key(
+        command.receiver_id, command.sender_id, command.client_msg_id, command.message_id
+    )
+
+
+def entry_id(item: LogCommand | LogRecord) -> str:
+    """The id of a log entry: the message id, or the event id."""
+    if isinstance(item, AppendEventPayload | ConversationEventPayload):
+        return item.event_id
+    return item.message_id
+
+
+def stamp(command: LogCommand, seq: int, created_ms: int, *, dseq: int | None = None) -> LogRecord:
+    """The record of `command` at `seq` in its receiver's log (`dseq`: a direct
+    message's number in its direction; events take none)."""
+    if isinstance(command, AppendEventPayload):
+        return ConversationEventPayload(
+            event_id=command.event_id,
+            receiver_kind=command.receiver_kind,
+            receiver_id=command.receiver_id,
+            seq=seq,
+            created_at=from_millis(created_ms),
+            body=command.body,
+            applies=command.applies,
+        )
+    return MessageAcceptedPayload(
+        message_id=command.message_id,
+        receiver_kind=command.receiver_kind,
+        receiver_id=command.receiver_id,
+        seq=seq,
+        sender_id=command.sender_id,
+        content=command.content,
+        client_msg_id=command.client_msg_id,
+        client_sent_at=command.client_sent_at,
+        created_at=from_millis(created_ms),
+        reply_to=command.reply_to,
+        dseq=dseq,
+    )
+
+
+def ledger_document(key: str, message: LogRecord) -> dict[str, Any]:
+    if isinstance(message, ConversationEventPayload):
+        return {
+            "_id": _ledger_id(message.receiver_id, message.seq),
+            "key": key,
+            "receiver_id": message.receiver_id,
+            "seq": message.seq,
+            # The unique (receiver_id, message_id) index holds entry ids of both kinds.
+            "message_id": message.event_id,
+            "entry": "event",
+            "created_at": message.created_at,
+            "event": message.model_dump(mode="json"),
+        }
     return {
         "_id": _ledger_id(message.receiver_id, message.seq),
         "key": key,
@@ -103,10 +171,13 @@ def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
         "dseq": message.dseq,
+        "reply_to": message.reply_to.model_dump() if message.reply_to else None,
     }
 
 
-def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
+def accepted_from_ledger(doc: dict[str, Any]) -> LogRecord:
+    if doc.get("entry") == "event":
+        return ConversationEventPayload.model_validate(doc["event"])
     return MessageAcceptedPayload(
         message_id=doc["message_id"],
         receiver_kind=doc["receiver_kind"],
@@ -118,6 +189,7 @@ def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
         client_sent_at=doc.get("client_sent_at"),
         created_at=doc["created_at"],
         dseq=doc.get("dseq"),
+        reply_to=doc.get("reply_to"),
     )
 
 
@@ -133,9 +205,7 @@ class Ledger:
             grouped.setdefault(self.shards.shard_index(receiver_of(item)), []).append(item)
         return grouped
 
-    async def originals(
-        self, wanted: Sequence[tuple[str, str, str]]
-    ) -> dict[str, MessageAcceptedPayload]:
+    async def originals(self, wanted: Sequence[tuple[str, str, str]]) -> dict[str, LogRecord]:
         """Ledger entries of (receiver_id, key, message_id) triples, by key and by
         message_id (rare path: retries and redeliveries; two lookups per triple)."""
 
@@ -148,7 +218,7 @@ class Ledger:
             return [doc for doc in found if doc is not None]
 
         found = await _all_shards(lookups(*triple) for triple in wanted)
-        originals: dict[str, MessageAcceptedPayload] = {}
+        originals: dict[str, LogRecord] = {}
         for part in found:
             for doc in part:
                 message = accepted_from_ledger(doc)
@@ -214,7 +284,7 @@ class Ledger:
                 low, last = middle, doc
         return ReceiverPosition(int(last["seq"]), to_millis(last["created_at"]))
 
-    async def record(self, entries: Sequence[tuple[str, MessageAcceptedPayload]]) -> list[Outcome]:
+    async def record(self, entries: Sequence[tuple[str, LogRecord]]) -> list[Outcome]:
         """Insert (dedupe key, message) entries: one ordered insert per shard, the
         shards at once. Per shard the entries up to the first duplicate are stored,
         that one is refused and the rest are not attempted (so a refusal never

@@ -33,19 +33,30 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
-from libs.contracts.messages import MessageAcceptedPayload, SendMessagePayload, from_millis
+from libs.contracts.messages import MessageAcceptedPayload, SendMessagePayload
 from libs.logging import get_logger
-from message_service.repository import Ledger, Outcome, ReceiverPosition, dedupe_key
+from message_service.repository import (
+    Ledger,
+    LogCommand,
+    LogRecord,
+    Outcome,
+    ReceiverPosition,
+    entry_id,
+    entry_key,
+    stamp,
+)
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Acceptance:
-    """The outcome for one command: the accepted message, and whether it is new."""
+    """The outcome for one command: the accepted entry (a message or an event), and
+    whether it is new."""
 
-    message: MessageAcceptedPayload
+    message: LogRecord
     fresh: bool
 
 
@@ -59,7 +70,7 @@ class Sequencer:
         self.positions: dict[str, ReceiverPosition] = {}
         #: Last dseq of each direct direction (receiver, sender) this instance knows.
         self.directions: dict[tuple[str, str], int] = {}
-        self.recent: OrderedDict[str, MessageAcceptedPayload] = OrderedDict()
+        self.recent: OrderedDict[str, LogRecord] = OrderedDict()
         self.dedupe_memory = dedupe_memory
         self.counter_interval_s = counter_interval_s
         #: Positions stored in the ledger since their counter was last written.
@@ -102,13 +113,21 @@ class Sequencer:
         self.directions.clear()
         self.recent.clear()
 
-    def _remember(self, key: str, message: MessageAcceptedPayload) -> None:
+    def forget_entries(self, entry_ids: set[str]) -> None:
+        """Drop these entries from the in-memory dedupe (a deleted message's content
+        must not be answered from memory); a retry then finds the purged ledger entry."""
+        if not entry_ids:
+            return
+        for key in [k for k, v in self.recent.items() if entry_id(v) in entry_ids]:
+            del self.recent[key]
+
+    def _remember(self, key: str, message: LogRecord) -> None:
         self.recent[key] = message
         self.recent.move_to_end(key)
         while len(self.recent) > self.dedupe_memory:
             self.recent.popitem(last=False)
 
-    async def accept(self, commands: Sequence[SendMessagePayload]) -> list[Acceptance]:
+    async def accept(self, commands: Sequence[LogCommand]) -> list[Acceptance]:
         receivers = {c.receiver_id for c in commands}
         try:
             return await self._accept(commands)
@@ -119,10 +138,8 @@ class Sequencer:
                 del self.directions[direction]
             raise
 
-    async def _accept(self, commands: Sequence[SendMessagePayload]) -> list[Acceptance]:
-        keys = [
-            dedupe_key(c.receiver_id, c.sender_id, c.client_msg_id, c.message_id) for c in commands
-        ]
+    async def _accept(self, commands: Sequence[LogCommand]) -> list[Acceptance]:
+        keys = [entry_key(c) for c in commands]
         results: list[Acceptance | None] = [None] * len(commands)
         first_of_key: dict[str, int] = {}
         aliases: dict[int, int] = {}
@@ -150,7 +167,7 @@ class Sequencer:
 
     async def _sequence(
         self,
-        commands: Sequence[SendMessagePayload],
+        commands: Sequence[LogCommand],
         keys: Sequence[str],
         pending: list[int],
         results: list[Acceptance | None],
@@ -161,7 +178,7 @@ class Sequencer:
         while pending:
             unknown = sorted({commands[i].receiver_id for i in pending} - self.positions.keys())
             unknown_directions = sorted(
-                {_direction(commands[i]) for i in pending if commands[i].receiver_kind == "user"}
+                {_direction(commands[i]) for i in pending if _is_direct_message(commands[i])}
                 - self.directions.keys()
             )
             if unknown or unknown_directions:
@@ -181,7 +198,7 @@ class Sequencer:
                     results[index] = Acceptance(message, fresh=True)
                     self.positions[message.receiver_id] = position
                     self._unwritten[message.receiver_id] = position
-                    if message.dseq is not None:
+                    if isinstance(message, MessageAcceptedPayload) and message.dseq is not None:
                         direction = _direction(commands[index])
                         self.directions[direction] = message.dseq
                         self._unwritten_directions[direction] = message.dseq
@@ -192,11 +209,11 @@ class Sequencer:
                     again.append(index)
             if refused:
                 originals = await self.ledger.originals(
-                    [(commands[i].receiver_id, keys[i], commands[i].message_id) for i in refused]
+                    [(commands[i].receiver_id, keys[i], entry_id(commands[i])) for i in refused]
                 )
                 for index in refused:
                     original = originals.get(keys[index]) or originals.get(
-                        commands[index].message_id
+                        entry_id(commands[index])
                     )
                     if original is not None and original.receiver_id == commands[index].receiver_id:
                         results[index] = Acceptance(original, fresh=False)
@@ -213,42 +230,34 @@ class Sequencer:
         await self._advance_counters_behind()
 
     def _propose(
-        self, commands: Sequence[SendMessagePayload], pending: Sequence[int]
-    ) -> dict[int, tuple[ReceiverPosition, MessageAcceptedPayload]]:
+        self, commands: Sequence[LogCommand], pending: Sequence[int]
+    ) -> dict[int, tuple[ReceiverPosition, LogRecord]]:
         """The next seqs and created_at of `pending`, from the known positions."""
         now_ms = int(time.time() * 1000)
         last: dict[str, ReceiverPosition] = {}
         last_dseq: dict[tuple[str, str], int] = {}
-        proposal: dict[int, tuple[ReceiverPosition, MessageAcceptedPayload]] = {}
+        proposal: dict[int, tuple[ReceiverPosition, LogRecord]] = {}
         for index in pending:
             command = commands[index]
             previous = last.get(command.receiver_id) or self.positions[command.receiver_id]
             nxt = ReceiverPosition(previous.seq + 1, max(now_ms, previous.created_ms + 1))
             last[command.receiver_id] = nxt
             dseq: int | None = None
-            if command.receiver_kind == "user":
+            if _is_direct_message(command):
                 direction = _direction(command)
                 dseq = last_dseq.get(direction, self.directions.get(direction, 0)) + 1
                 last_dseq[direction] = dseq
-            proposal[index] = (
-                nxt,
-                MessageAcceptedPayload(
-                    message_id=command.message_id,
-                    receiver_kind=command.receiver_kind,
-                    receiver_id=command.receiver_id,
-                    seq=nxt.seq,
-                    sender_id=command.sender_id,
-                    content=command.content,
-                    client_msg_id=command.client_msg_id,
-                    client_sent_at=command.client_sent_at,
-                    created_at=from_millis(nxt.created_ms),
-                    dseq=dseq,
-                ),
-            )
+            proposal[index] = (nxt, stamp(command, nxt.seq, nxt.created_ms, dseq=dseq))
         return proposal
 
 
-def _direction(command: SendMessagePayload) -> tuple[str, str]:
+def _is_direct_message(command: LogCommand) -> TypeGuard[SendMessagePayload]:
+    """A message to a user: it takes a dseq in its direction (events take none)."""
+    return isinstance(command, SendMessagePayload) and command.receiver_kind == "user"
+
+
+def _direction(command: LogCommand) -> tuple[str, str]:
+    assert isinstance(command, SendMessagePayload)
     return command.receiver_id, command.sender_id
 
 

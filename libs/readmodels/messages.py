@@ -14,6 +14,10 @@ Owns, and is the only code that spells:
   reads;
 - the message ref (`msg_ref:<message_id>` -> "<kind>|<receiver>|<seq>|<sender>",
   written by delivery_service for receipts; `encode_ref`, `locate_message`);
+- the `conversation_events` collection (issue 16's events of a receiver's seq
+  log: edits, deletes, reactions, conversation updates; `_id` = event_id), its
+  document shape and its lookup fields (`rb` like messages, `mid` = the message
+  an event is about), written by the persister (persister/changes.py);
 - every query of history and sync.
 
 **Buckets.** FerretDB (the local store) can serve only top-level equality from
@@ -36,8 +40,13 @@ buckets finds (log2(buckets) reads). Cursors carry, per stream, a bucket from
 which reading on is safe; inserts only add higher buckets, so cursors stay
 valid under concurrent sends. See docs/storage.md for each query and its plan.
 
-Issue 16's edits plug in here: a stored message is updated by its `_id`
-(`collection`), and `RecentCache.replace` replaces one cached body in place.
+**Events.** A receiver's seq log holds messages and events: sync (and the
+WebSocket resume) reads a receiver's `rb` buckets from both collections (two
+equality lookups per bucket) and merges them by seq, so it stays gap-free and
+index-served. History pages hold messages only, in their current state: the
+persister applies edits, deletes and reactions to the stored message by `_id`
+(`collection`), and message_service rewrites cached bodies in place
+(`RecentCache.rewrite_messages`).
 """
 
 from __future__ import annotations
@@ -47,11 +56,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 from redis.asyncio import Redis
 
+from libs.contracts.conversations import ConversationEventPayload, EventView
 from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import (
     MessageAcceptedPayload,
@@ -66,6 +77,7 @@ from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
 log = get_logger(__name__)
 
 MESSAGES = "messages"
+EVENTS = "conversation_events"
 HEADS = "sequence_counters"
 BUCKET_SIZE = 64
 DUPLICATE_KEY = 11000
@@ -83,8 +95,21 @@ COLLECTIONS = (
         shard_key={"receiver_id": "hashed"},
         lookups=("_id", "rb", "db"),
     ),
+    CollectionSpec(
+        EVENTS,
+        indexes=(
+            IndexSpec([("receiver_id", 1), ("seq", 1)], "receiver_seq", unique=True),
+            IndexSpec([("receiver_id", 1), ("rb", 1), ("seq", 1)], "receiver_bucket"),
+            IndexSpec([("receiver_id", 1), ("mid", 1)], "receiver_message"),
+        ),
+        shard_key={"receiver_id": "hashed"},
+        lookups=("_id", "rb", "mid"),
+    ),
     CollectionSpec(HEADS, shard_key={"_id": "hashed"}, lookups=("_id",)),
 )
+
+#: An entry of a receiver's seq log as sync returns it.
+SyncEntry = MessageView | EventView
 
 
 # -- document shape ---------------------------------------------------------------------
@@ -115,6 +140,7 @@ def message_document(message: MessageAcceptedPayload) -> dict[str, Any]:
         "client_msg_id": message.client_msg_id,
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
+        "reply_to": message.reply_to.model_dump() if message.reply_to else None,
         "rb": receiver_bucket(message.receiver_id, message.seq),
     }
     if message.dseq is not None:
@@ -124,23 +150,73 @@ def message_document(message: MessageAcceptedPayload) -> dict[str, Any]:
 
 
 def view_from_document(doc: dict[str, Any]) -> MessageView:
+    """A stored `messages` document in its current state (with its reactors)."""
+    deleted = bool(doc.get("deleted"))
     return MessageView.model_validate(
         {
             "id": doc["_id"],
             "seq": doc["seq"],
             "receiver": {"kind": doc["receiver_kind"], "id": doc["receiver_id"]},
             "sender_id": doc["sender_id"],
-            "content": doc["content"],
+            "content": "" if deleted else doc["content"],
             "created_at": doc["created_at"],
             "client_msg_id": doc.get("client_msg_id"),
             "client_sent_at": doc.get("client_sent_at"),
+            "edited_at": doc.get("edited_at"),
+            "deleted": deleted,
+            "reactors": {} if deleted else (doc.get("reactors") or {}),
+            "reply_to": None if deleted else doc.get("reply_to"),
         }
     )
 
 
+def event_document(event: ConversationEventPayload) -> dict[str, Any]:
+    """The stored form of a logged event (insert-only but for the purge of an edit's
+    content when its message is deleted, `edits_of`)."""
+    doc: dict[str, Any] = {
+        "_id": event.event_id,
+        "receiver_id": event.receiver_id,
+        "seq": event.seq,
+        "created_at": event.created_at,
+        "rb": receiver_bucket(event.receiver_id, event.seq),
+        "event": event.model_dump(mode="json"),
+    }
+    if event.body.message_id is not None:
+        doc["mid"] = event.body.message_id
+    return doc
+
+
+def edits_of(receiver_id: str, message_id: str) -> dict[str, Any]:
+    """The filter of a message's edit events in one receiver's log (`mid` equality;
+    the type is filtered among those few rows)."""
+    return {"receiver_id": receiver_id, "mid": message_id, "event.body.type": "message_edited"}
+
+
+def event_from_document(doc: dict[str, Any]) -> EventView:
+    return EventView.of(ConversationEventPayload.model_validate(doc["event"]))
+
+
 def cache_body(message: MessageAcceptedPayload | MessageView) -> str:
+    """A message in the caches: its view with the internal fields (`MessageView.stored`)."""
     view = message if isinstance(message, MessageView) else MessageView.of(message)
-    return view.model_dump_json(exclude={"status"})
+    return orjson.dumps(view.stored()).decode()
+
+
+def event_body(event: ConversationEventPayload) -> str:
+    """An event in the per-receiver sync cache (it has a `type`; a message has none)."""
+    return EventView.of(event).model_dump_json(exclude_none=True)
+
+
+def sync_entry(raw: str | bytes) -> SyncEntry:
+    """An entry of the per-receiver sync cache: an event (it has a `type`) or a message."""
+    data = orjson.loads(raw)
+    if "type" in data:
+        return EventView.model_validate(data)
+    return MessageView.model_validate(data)
+
+
+def receiver_of(entry: SyncEntry) -> str:
+    return entry.receiver.id if isinstance(entry, MessageView) else entry.receiver["id"]
 
 
 def counter_updates(
@@ -308,7 +384,7 @@ def in_range(pos: str, lower: Bound | None, upper: Bound | None) -> bool:
     )
 
 
-def view_position(message: MessageView) -> str:
+def view_position(message: MessageView | EventView) -> str:
     return position(message.created_at, message.id)
 
 
@@ -406,9 +482,34 @@ class MessageReader:
         """The newest bucket that may hold rows: the head's, then on while a bucket's last
         slot is stored (a head lags by at most message_service's counter interval)."""
         number = await self._head_bucket(receiver_id, sender_id)
-        while await self._bucket(receiver_id, sender_id, number, (number + 1) * BUCKET_SIZE - 1):
+        while await self._ends_bucket(receiver_id, sender_id, number):
             number += 1
         return number
+
+    async def _ends_bucket(
+        self,
+        receiver_id: str,
+        sender_id: str | None,
+        number: int,
+        rows: Sequence[_Row] | None = None,
+    ) -> bool:
+        """Whether a bucket's last slot is stored (so the next bucket may hold rows).
+
+        `rows`: the bucket's message rows when already read (None: look the slot up).
+        In a receiver's seq log (sender None) the slot may hold an event (issue 16),
+        looked up in `conversation_events` by the same bucket (one row)."""
+        last = (number + 1) * BUCKET_SIZE - 1
+        if rows is not None:
+            if _full(rows, number):
+                return True
+        elif await self._bucket(receiver_id, sender_id, number, last):
+            return True
+        if sender_id is not None:
+            return False
+        event = await self.shards.collection_for(receiver_id, EVENTS).find_one(
+            {"receiver_id": receiver_id, "rb": receiver_bucket(receiver_id, last), "seq": last}
+        )
+        return event is not None
 
     async def _bisect(self, receiver_id: str, sender_id: str | None, bound: Bound) -> int:
         """The highest bucket whose first row is below `bound` (0 if none): log2(buckets)
@@ -483,10 +584,8 @@ class MessageReader:
             if ascending:
                 following[i] = number + 1
                 done[i] = (
-                    not rows
-                    or not _full(rows, number)
-                    or (upper is not None and rows[-1].pos >= upper.position)
-                )
+                    bool(rows) and upper is not None and rows[-1].pos >= upper.position
+                ) or not await self._ends_bucket(receiver_id, sender_id, number, rows)
             else:
                 following[i] = number - 1
                 done[i] = following[i] < 0 or (
@@ -594,14 +693,22 @@ class MessageReader:
     # sync
 
     async def sync(
-        self, receivers: Sequence[str], seqs: dict[str, int], limit: int
-    ) -> tuple[list[MessageView], dict[str, int], bool]:
-        """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?
+        self,
+        receivers: Sequence[str],
+        seqs: dict[str, int],
+        limit: int,
+        *,
+        hidden_actors: Iterable[str] = (),
+    ) -> tuple[list[SyncEntry], dict[str, int], bool]:
+        """Entries (messages and events) after `seqs` across `receivers`, oldest first;
+        the advanced seqs; more?
 
         Per receiver, the recent-inbox cache answers when it holds every seq after the
         cursor (contiguous and starting at or before cursor + 1); otherwise the
-        receiver's `rb` buckets from the cursor's on, stopping at the first seq not
-        stored yet (so nothing is skipped).
+        receiver's `rb` buckets of both collections from the cursor's on, merged by
+        seq, stopping at the first seq not stored yet (so nothing is skipped).
+        Events of an actor in `hidden_actors` (those the caller blocks) are left out,
+        but the cursor moves past them, so the log stays gap-free.
         """
         async with self.redis.pipeline(transaction=False) as pipe:
             for receiver_id in receivers:
@@ -612,13 +719,13 @@ class MessageReader:
                 pipe.zrangebyscore(key, f"({seqs.get(receiver_id, 0)}", "+inf", 0, limit + 1)
             raw = await pipe.execute()
 
-        async def one(index: int, receiver_id: str) -> tuple[list[MessageView], bool]:
+        async def one(index: int, receiver_id: str) -> tuple[list[SyncEntry], bool]:
             after = seqs.get(receiver_id, 0)
             size, lowest, highest, entries = raw[4 * index : 4 * index + 4]
             if size and lowest and highest:
                 low, high = int(lowest[0][1]), int(highest[0][1])
                 if high - low + 1 == size and low <= after + 1:
-                    run = [MessageView.model_validate_json(entry) for entry in entries]
+                    run = [sync_entry(entry) for entry in entries]
                     return run[:limit], len(run) > limit
             return await self._sync_stored(receiver_id, after, limit)
 
@@ -628,25 +735,47 @@ class MessageReader:
         page = candidates[:limit]
         more = len(candidates) > limit or any(more for _, more in results)
         advanced = dict(seqs)
-        for message in page:
-            advanced[message.receiver.id] = max(advanced.get(message.receiver.id, 0), message.seq)
+        for entry in page:
+            receiver_id = receiver_of(entry)
+            advanced[receiver_id] = max(advanced.get(receiver_id, 0), entry.seq)
+        hidden = set(hidden_actors)
+        if hidden:
+            page = [e for e in page if not (isinstance(e, EventView) and e.actor_id in hidden)]
         return page, advanced, more
+
+    async def _log_bucket(self, receiver_id: str, number: int) -> list[tuple[int, SyncEntry]]:
+        """One `rb` bucket of a receiver's seq log: its messages and its events (one
+        equality lookup on each collection), by seq."""
+        if number < 0:
+            return []
+        query = {"receiver_id": receiver_id, "rb": f"{receiver_id}:{number}"}
+        messages = self.shards.collection_for(receiver_id, MESSAGES)
+        events = self.shards.collection_for(receiver_id, EVENTS)
+        found_messages, found_events = await asyncio.gather(
+            messages.find(query).to_list(None), events.find(query).to_list(None)
+        )
+        entries: list[tuple[int, SyncEntry]] = [
+            (int(doc["seq"]), view_from_document(doc)) for doc in found_messages
+        ]
+        entries += [(int(doc["seq"]), event_from_document(doc)) for doc in found_events]
+        entries.sort(key=lambda pair: pair[0])
+        return entries
 
     async def _sync_stored(
         self, receiver_id: str, after: int, limit: int
-    ) -> tuple[list[MessageView], bool]:
+    ) -> tuple[list[SyncEntry], bool]:
         """The contiguous run of stored seqs after `after`, bucket by bucket."""
-        run: list[MessageView] = []
+        run: list[SyncEntry] = []
         number = (after + 1) // BUCKET_SIZE
         while len(run) <= limit:
-            rows = await self._bucket(receiver_id, None, number)
-            for row in sorted(rows, key=lambda r: r.index):
-                if row.index <= after + len(run):
+            entries = await self._log_bucket(receiver_id, number)
+            for seq, entry in entries:
+                if seq <= after + len(run):
                     continue
-                if row.index != after + len(run) + 1:
+                if seq != after + len(run) + 1:
                     return run[:limit], False  # the next seq is not stored yet
-                run.append(row.view)
-            if not rows or not _full(rows, number):
+                run.append(entry)
+            if not entries or entries[-1][0] != (number + 1) * BUCKET_SIZE - 1:
                 break
             number += 1
         return run[:limit], len(run) > limit
@@ -723,7 +852,8 @@ return size
 """
 
 # KEYS: bodies hash, inbox zset. ARGV: position, seq, body. Replaces a cached body
-# where one is cached; never adds one (so coverage rules are untouched).
+# where one is cached (edit, delete: the purge, reactions); never adds one (so
+# coverage rules are untouched).
 _CACHE_REPLACE = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -734,6 +864,26 @@ if #old > 0 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 end
 return #old
+"""
+
+# KEYS: inbox zset. ARGV: message id. Rewrites the message's cached edit events
+# without their content.
+_PURGE_EDITS = """
+local purged = 0
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local member = entries[i]
+  if string.find(member, ARGV[1], 1, true) and string.find(member, 'message_edited', 1, true) then
+    local ok, data = pcall(cjson.decode, member)
+    if ok and data['type'] == 'message_edited' and data['message_id'] == ARGV[1] then
+      data['content'] = nil
+      redis.call('ZREM', KEYS[1], member)
+      redis.call('ZADD', KEYS[1], entries[i + 1], cjson.encode(data))
+      purged = purged + 1
+    end
+  end
+end
+return purged
 """
 
 
@@ -755,6 +905,7 @@ class RecentCache:
         self.ttl_s = ttl_s
         self._script = redis.register_script(_CACHE_WRITE)
         self._replace = redis.register_script(_CACHE_REPLACE)
+        self._purge = redis.register_script(_PURGE_EDITS)
 
     async def add(self, messages: Sequence[MessageAcceptedPayload], fresh: set[str]) -> None:
         """Add messages; those whose id is in `fresh` (newly sequenced) may start coverage.
@@ -799,9 +950,68 @@ class RecentCache:
             await pipe.execute()
 
     async def replace(self, view: MessageView) -> None:
-        """Replace one message's cached body in place (an edit); absent entries stay absent."""
-        conversation = conversation_id(view.receiver.kind, view.receiver.id, view.sender_id)
-        await self._replace(
-            keys=[self.keys.recent_bodies(conversation), self.keys.recent_inbox(view.receiver.id)],
-            args=[view_position(view), view.seq, cache_body(view)],
-        )
+        """Replace one message's cached body in place; absent entries stay absent."""
+        await self.rewrite_messages([view])
+
+    async def rewrite_messages(self, views: Sequence[MessageView]) -> None:
+        """Replace cached messages with their current state (edit, delete: the purge,
+        reactions) in the conversation's history cache and the receiver's sync cache;
+        a message no longer cached stays uncached."""
+        if not views:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for view in views:
+                conversation = conversation_id(view.receiver.kind, view.receiver.id, view.sender_id)
+                await self._replace(
+                    keys=[
+                        self.keys.recent_bodies(conversation),
+                        self.keys.recent_inbox(view.receiver.id),
+                    ],
+                    args=[view_position(view), view.seq, cache_body(view)],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def add_events(self, events: Sequence[ConversationEventPayload]) -> None:
+        """Add logged events to their receivers' sync cache, like messages (by seq)."""
+        if not events:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for receiver_id in dict.fromkeys(e.receiver_id for e in events):
+                key = self.keys.recent_inbox(receiver_id)
+                pipe.zadd(
+                    key, {event_body(e): e.seq for e in events if e.receiver_id == receiver_id}
+                )
+                pipe.zremrangebyrank(key, 0, -self.inbox_cap - 1)
+                pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def purge_edits(self, deletes: Sequence[ConversationEventPayload]) -> None:
+        """A message was deleted: drop the content of its edit events from the sync
+        cache of the receiver whose log got the delete."""
+        if not deletes:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in deletes:
+                await self._purge(
+                    keys=[self.keys.recent_inbox(event.receiver_id)],
+                    args=[event.body.message_id or ""],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def locate(self, messages: Sequence[MessageAcceptedPayload]) -> None:
+        """Where each new message is (RedisKeys.message_locator, with its position), for
+        the gateway's edit, delete, reaction and reply checks (gateway/message_access.py);
+        written by message_service before the reply, so a message can be changed the
+        moment its send is answered. The `msg_ref` (`encode_ref`) is delivery_service's
+        lighter form for receipts."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for m in messages:
+                pipe.set(
+                    self.keys.message_locator(m.message_id),
+                    f"{m.receiver_kind}|{m.receiver_id}|{m.seq}|{m.sender_id}|"
+                    f"{position(m.created_at, m.message_id)}",
+                    ex=self.ttl_s,
+                )
+            await pipe.execute()

@@ -16,6 +16,7 @@ import pytest
 from pymongo import monitoring
 from redis.asyncio import Redis
 
+from libs.contracts.conversations import ConversationEventPayload, ConversationRef, EventBody
 from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import MessageAcceptedPayload
 from libs.ids import new_id
@@ -24,6 +25,7 @@ from libs.settings import ServiceSettings
 from libs.storage.mongo import MongoShards, bootstrap_collections
 from message_service.repository import COLLECTIONS as LEDGER_COLLECTIONS
 from message_service.repository import Ledger, ReceiverPosition, dedupe_key
+from persister.changes import EventStore
 
 
 class FindRecorder(monitoring.CommandListener):
@@ -93,6 +95,48 @@ class Store:
         )
         await readmodel.MessageWriter(self.shards).insert(sent)
         return sent
+
+    async def edit(self, message: MessageAcceptedPayload, content: str) -> ConversationEventPayload:
+        """An edit of `message` (see `edits`)."""
+        return (await self.edits([message], content))[0]
+
+    async def edits(
+        self, messages: list[MessageAcceptedPayload], content: str, *, step_ms: int = 1000
+    ) -> list[ConversationEventPayload]:
+        """Edits of `messages`, each logged in its receiver's log (next seq), recorded in
+        the ledger, then written and applied by the persister's event store, as
+        message_service + persister do."""
+        events = []
+        for message in messages:
+            self.clock += timedelta(milliseconds=step_ms)
+            receiver = message.receiver_id
+            seq = self.positions.get(receiver, (0, 0))[0] + 1
+            self.positions[receiver] = (seq, int(self.clock.timestamp() * 1000))
+            peer = message.sender_id if message.receiver_kind == "user" else receiver
+            events.append(
+                ConversationEventPayload(
+                    event_id=new_id(),
+                    receiver_kind=message.receiver_kind,
+                    receiver_id=receiver,
+                    seq=seq,
+                    created_at=self.clock,
+                    body=EventBody(
+                        type="message_edited",
+                        actor_id=message.sender_id,
+                        conversation=ConversationRef(kind=message.receiver_kind, id=peer),
+                        message_id=message.message_id,
+                        message_seq=message.seq,
+                        content=content,
+                        edited_at=self.clock,
+                    ),
+                    applies=True,
+                )
+            )
+        await self.ledger.record([(f"{e.receiver_id}|event|{e.event_id}", e) for e in events])
+        store = EventStore(self.shards)
+        await store.insert(events)
+        await store.apply_to_messages(events)
+        return events
 
     async def write_heads(self) -> None:
         await self.ledger.advance_counters(

@@ -1,7 +1,8 @@
 """Every query the message read model and the acceptance ledger send is an index lookup.
 
-The test drives the real code (history pages of every kind, sync, the ledger's
-position, direction and original lookups, a message by id) with a command listener
+The test drives the real code (history pages of every kind, sync over messages and
+issue 16's events, the ledger's position, direction and original lookups, a message
+by id) with a command listener
 on the clients, so any query added later is caught too. Each recorded `find` is then
 explained on the local store (FerretDB on PostgreSQL answers `explain` with
 PostgreSQL's plan of the SQL it runs): the whole filter must be pushed down
@@ -61,6 +62,8 @@ async def _drive_every_read(store: Store) -> None:
     group = Conversation.group("g0")
     await reader.history(group, lower=None, upper=None, limit=50, ascending=False)
     await reader.sync(["u1", "g0"], {"u1": 0, "g0": 10}, 100)
+    # The group log past the bucket whose last slot is an event (seq 63).
+    await reader.history(group, lower=Bound("0", True), upper=None, limit=80, ascending=True)
     await store.ledger.load_positions(["u1", "g0", "never-seen"])
     await store.ledger.load_directions([("u1", "u0"), ("u1", "never-seen")])
     original = newest.messages[0]
@@ -88,9 +91,16 @@ async def test_every_read_model_and_ledger_query_uses_an_index(store: Store) -> 
     # Enough rows (and heads: ~3,000 directions) that a scan would be the planner's
     # choice if no index served.
     pairs = [(f"u{n % 60}", f"u{(n // 60) % 60}") for n in range(3600)]
-    await store.send_pairs([p for p in pairs if p[0] != p[1]])
+    direct = await store.send_pairs([p for p in pairs if p[0] != p[1]])
     await store.send_pairs([("u0", "u1"), ("u1", "u0"), ("u0", "u1")] * 70)
-    await store.send_pairs([(f"u{n % 5}", "g0") for n in range(300)], kind="group")
+    group_messages = await store.send_pairs([(f"u{n % 5}", "g0") for n in range(62)], kind="group")
+    await store.edit(group_messages[0], "edited")  # an event at seq 63: a bucket's last slot
+    await store.send_pairs([(f"u{n % 5}", "g0") for n in range(238)], kind="group")
+    await store.edits(
+        [m for m in group_messages if m.sender_id == "u1"][:3], "edited again"
+    )  # the group log: events among messages
+    # Enough events that a scan of conversation_events would be the planner's choice.
+    await store.edits(direct[:1500], "edited")
     await store.write_heads()
     await store.send_pairs([("u0", "u1")] * 5)  # the ledger runs ahead of the heads
     await _analyze(store)
@@ -101,7 +111,14 @@ async def test_every_read_model_and_ledger_query_uses_an_index(store: Store) -> 
 
     finds = store.recorder.finds
     seen_shapes = {(collection, tuple(sorted(query))) for _, collection, query in finds}
-    assert {c for c, _ in seen_shapes} == {readmodel.MESSAGES, readmodel.HEADS, LEDGER}
+    assert {c for c, _ in seen_shapes} == {
+        readmodel.MESSAGES,
+        readmodel.EVENTS,
+        readmodel.HEADS,
+        LEDGER,
+    }
+    assert (readmodel.EVENTS, ("rb", "receiver_id")) in seen_shapes
+    assert (readmodel.EVENTS, ("rb", "receiver_id", "seq")) in seen_shapes
     assert (readmodel.MESSAGES, ("db", "receiver_id")) in seen_shapes
     assert (readmodel.MESSAGES, ("rb", "receiver_id")) in seen_shapes
     assert (LEDGER, ("key", "receiver_id")) in seen_shapes
@@ -122,4 +139,26 @@ async def test_every_read_model_and_ledger_query_uses_an_index(store: Store) -> 
             assert answer.get("filterPushdown") is True, (collection, query, answer)
             assert "Seq Scan" not in plan, f"{collection} {query} scans: {plan}"
             assert "Index Scan" in plan, f"{collection} {query} uses no index: {plan}"
-    assert len(explained) >= 6
+    assert len(explained) >= 8
+
+
+async def test_the_purge_of_edit_events_is_an_index_lookup(store: Store) -> None:
+    """A delete's purge of the message's edit events (an update) filters by `mid`."""
+    assert store.shards.sql_urls
+    pairs = [(f"u{n % 30}", f"u{(n // 30) % 30}") for n in range(900)]
+    sent = await store.send_pairs([p for p in pairs if p[0] != p[1]])
+    await store.edits(sent[:600], "edited")
+    await _analyze(store)
+    query = readmodel.edits_of(sent[0].receiver_id, sent[0].message_id)
+    pushed = {k: v for k, v in query.items() if "." not in k}
+    assert set(pushed) == {"receiver_id", "mid"}
+    database = store.shards.databases[store.shards.shard_index(sent[0].receiver_id)]
+    answer = await database.command(
+        "explain", {"find": readmodel.EVENTS, "filter": query}, verbosity="queryPlanner"
+    )
+    plan = json.dumps(answer["queryPlanner"])
+    assert "Seq Scan" not in plan, plan
+    assert "Index Scan" in plan, plan
+    found = await database[readmodel.EVENTS].find(query).to_list(None)
+    assert [doc["_id"] for doc in found]
+    assert all(doc["mid"] == sent[0].message_id for doc in found)
