@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import REPLY_PREVIEW_CHARS, MessageView, conversation_id
-from libs.readmodels.messages import collection, view_from_document
+from libs.readmodels.messages import cached_messages, collection, view_from_document
 from libs.storage.mongo import MongoShards
 
 
@@ -62,15 +62,8 @@ async def originals_of(
     if not wanted:
         return {}
     ids = list(wanted)
-    async with redis.pipeline(transaction=False) as pipe:
-        for message_id in ids:
-            conversation, pos, _ = wanted[message_id]
-            pipe.hget(keys.recent_bodies(conversation), pos)
-        bodies = await pipe.execute()
-    found: dict[str, MessageView] = {}
-    for message_id, raw in zip(ids, bodies, strict=True):
-        if raw:
-            found[message_id] = MessageView.model_validate_json(raw)
+    cached = await cached_messages(redis, keys, [wanted[i][:2] for i in ids])
+    found = {message_id: view for message_id, view in zip(ids, cached, strict=True) if view}
     missing = [i for i in ids if i not in found]
     # `_id` equality, one lookup each: the one filter FerretDB pushes down.
     docs = await asyncio.gather(

@@ -333,6 +333,20 @@ async def locate_message(
     )
 
 
+async def cached_messages(
+    redis: Redis, keys: RedisKeys, wanted: Sequence[tuple[str, str]]
+) -> list[MessageView | None]:
+    """Messages in the history cache by (conversation id, position), one round trip;
+    None where not cached."""
+    if not wanted:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for conversation, pos in wanted:
+            pipe.hget(keys.recent_bodies(conversation), pos)
+        bodies = await pipe.execute()
+    return [MessageView.model_validate_json(raw) if raw else None for raw in bodies]
+
+
 async def find_message(shards: MongoShards, message_id: str) -> dict[str, Any] | None:
     """A stored message by id, on whichever shard holds it (one `_id` lookup per shard)."""
     found = await asyncio.gather(
