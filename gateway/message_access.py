@@ -26,7 +26,7 @@ from gateway.keys import KEYS, MONGO, REDIS
 from libs.contracts.messages import ReceiverKind, conversation_id, position
 from libs.errors import Forbidden, NotFound
 from libs.group_projection import blocks, group_members
-from libs.readmodels.messages import find_message
+from libs.readmodels.messages import find_message, read_location
 
 Action = Literal["see", "edit", "delete", "react"]
 MAX_ID_CHARS = 64
@@ -53,10 +53,16 @@ def not_found() -> NotFound:
 async def locate(app: web.Application, message_id: str) -> MessageRef | None:
     if not message_id or len(message_id) > MAX_ID_CHARS:
         return None
-    raw = await app[REDIS].get(app[KEYS].message_locator(message_id))
-    if raw:
-        kind, receiver_id, seq, sender_id, pos = raw.split("|", 4)
-        return MessageRef(message_id, kind, receiver_id, int(seq), sender_id, pos)  # type: ignore[arg-type]
+    found = await read_location(app[REDIS], app[KEYS], message_id)
+    if found is not None:
+        return MessageRef(
+            message_id,
+            found.receiver_kind,  # type: ignore[arg-type]
+            found.receiver_id,
+            found.seq,
+            found.sender_id,
+            found.position,
+        )
     doc = await find_message(app[MONGO], message_id)
     if doc is None:
         return None

@@ -13,7 +13,9 @@ Owns, and is the only code that spells:
   its writer (`RecentCache`, used by message_service before it replies) and its
   reads;
 - the message ref (`msg_ref:<message_id>` -> "<kind>|<receiver>|<seq>|<sender>",
-  written by delivery_service for receipts; `encode_ref`, `locate_message`);
+  written by delivery_service for receipts; `encode_ref`, `locate_message`) and
+  issue 16's location (`msg_loc:<message_id>`, the same plus the position, written
+  by message_service before its reply; `encode_location`, `read_location`);
 - the `conversation_events` collection (issue 16's events of a receiver's seq
   log: edits, deletes, reactions, conversation updates; `_id` = event_id), its
   document shape and its lookup fields (`rb` like messages, `mid` = the message
@@ -331,6 +333,35 @@ async def locate_message(
         int(doc["seq"]),
         str(doc["sender_id"]),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLocation:
+    """Where a message is and its position: what edits, deletes, reactions and replies
+    check (`msg_loc:<message_id>`, written by `RecentCache.locate`)."""
+
+    receiver_kind: str
+    receiver_id: str
+    seq: int
+    sender_id: str
+    position: str
+
+
+def encode_location(message: MessageAcceptedPayload) -> str:
+    """The value of `msg_loc:<message_id>`."""
+    return (
+        f"{message.receiver_kind}|{message.receiver_id}|{message.seq}|{message.sender_id}|"
+        f"{position(message.created_at, message.message_id)}"
+    )
+
+
+async def read_location(redis: Redis, keys: RedisKeys, message_id: str) -> MessageLocation | None:
+    """A message's cached location, else None (the caller falls back to `find_message`)."""
+    raw = await redis.get(keys.message_locator(message_id))
+    if not raw:
+        return None
+    kind, receiver_id, seq, sender_id, pos = raw.split("|", 4)
+    return MessageLocation(kind, receiver_id, int(seq), sender_id, pos)
 
 
 async def cached_messages(
@@ -1022,10 +1053,5 @@ class RecentCache:
         lighter form for receipts."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for m in messages:
-                pipe.set(
-                    self.keys.message_locator(m.message_id),
-                    f"{m.receiver_kind}|{m.receiver_id}|{m.seq}|{m.sender_id}|"
-                    f"{position(m.created_at, m.message_id)}",
-                    ex=self.ttl_s,
-                )
+                pipe.set(self.keys.message_locator(m.message_id), encode_location(m), ex=self.ttl_s)
             await pipe.execute()
