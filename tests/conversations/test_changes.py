@@ -116,8 +116,13 @@ async def test_delete_leaves_a_tombstone_and_purges_storage(
                 .find({"receiver_id": bob.id, "event.body.message_id": sent["id"]})
                 .to_list(None)
             ),
-            lambda docs: any(d["event"]["body"]["type"] == "message_deleted" for d in docs),
+            # The delete is stored first, then applied (the purge): wait for both.
+            lambda docs: (
+                any(d["event"]["body"]["type"] == "message_deleted" for d in docs)
+                and all("secret" not in str(d) for d in docs)
+            ),
         )
+        assert any(d["event"]["body"]["type"] == "message_edited" for d in edits)
         for event in edits:
             assert "secret" not in str(event)
         ledger = await db["accepted"].find_one({"message_id": sent["id"]})
