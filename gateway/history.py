@@ -174,6 +174,7 @@ def _view_from_document(doc: dict[str, Any]) -> MessageView:
             "created_at": doc["created_at"],
             "client_msg_id": doc.get("client_msg_id"),
             "client_sent_at": doc.get("client_sent_at"),
+            "attachments": doc.get("attachments") or [],
         }
     )
 

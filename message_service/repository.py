@@ -101,6 +101,7 @@ def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]
         "client_msg_id": message.client_msg_id,
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
+        "attachments": [a.model_dump() for a in message.attachments],
     }
 
 
@@ -115,6 +116,7 @@ def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
         client_msg_id=doc.get("client_msg_id"),
         client_sent_at=doc.get("client_sent_at"),
         created_at=doc["created_at"],
+        attachments=tuple(doc.get("attachments") or ()),
     )
 
 

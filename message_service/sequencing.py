@@ -215,6 +215,7 @@ class Sequencer:
                     client_msg_id=command.client_msg_id,
                     client_sent_at=command.client_sent_at,
                     created_at=from_millis(nxt.created_ms),
+                    attachments=command.attachments,
                 ),
             )
         return proposal

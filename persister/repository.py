@@ -50,6 +50,7 @@ def message_document(message: MessageAcceptedPayload) -> dict[str, Any]:
         "client_msg_id": message.client_msg_id,
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
+        "attachments": [a.model_dump() for a in message.attachments],
     }
 
 

@@ -37,7 +37,14 @@ def system(infra: None, namespace: str) -> Iterator[RunningSystem]:
         # The gateways' backstop poll of socket sessions is pushed out of the tests'
         # reach, so a socket closed on revocation was closed by the announcement;
         # the poll itself is tested on a gateway of its own.
-        extra_env={"GATEWAY_WS_SESSION_POLL_S": "600"},
+        extra_env={
+            "GATEWAY_WS_SESSION_POLL_S": "600",
+            # The notification tests' receiver listens on 127.0.0.1 over http.
+            "GATEWAY_PUSH_TARGETS_ALLOW_INSECURE": "true",
+            "NOTIFIER_COALESCE_WINDOW_S": "1.5",
+            "NOTIFIER_SEND_TIMEOUT_S": "4",
+            "NOTIFIER_BACKOFF_S": "0.2",
+        },
     )
     try:
         yield running
