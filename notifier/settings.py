@@ -10,7 +10,7 @@ from libs.settings import ServiceSettings, service_config
 class NotifierSettings(ServiceSettings):
     model_config = service_config("NOTIFIER_")
 
-    http_port: int = Field(8095, ge=0, le=65535)
+    http_port: int = Field(8096, ge=0, le=65535)
     max_batch: int = Field(500, ge=1, le=10_000)
     linger_ms: float = Field(20, ge=0, le=1000)
     #: Messages to one user in one conversation within this window make one notification.

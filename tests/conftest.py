@@ -1,7 +1,7 @@
 """Session fixtures: the real infrastructure, and the whole system in a fresh namespace.
 
 `infra` makes sure Redis, Kafka and both FerretDB shards run (starting them with
-the same launcher as `make up` if needed). `system` starts the six services in a
+the same launcher as `make up` if needed). `system` starts the seven services in a
 namespace of their own for this test session and stops them (SIGTERM) at the end.
 """
 

@@ -111,44 +111,41 @@ class S3BlobStore:
 
     async def put(self, key: str, chunks: AsyncIterable[bytes], content_type: str) -> None:
         part_bytes = self.settings.s3_part_bytes
-        buffer = bytearray()
+        # Chunks are kept as they came and joined once per part: one copy of a part,
+        # not the two a growing buffer and a slice of it would make.
+        pending: list[bytes] = []
+        pending_size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
+
+        async def send_part() -> None:
+            nonlocal upload_id, pending, pending_size
+            if upload_id is None:
+                created = await self.client.create_multipart_upload(
+                    Bucket=self.bucket, Key=key, ContentType=content_type
+                )
+                upload_id = created["UploadId"]
+            body = b"".join(pending)
+            pending, pending_size = [], 0
+            number = len(parts) + 1
+            sent = await self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+
         try:
             async for chunk in chunks:
-                buffer += chunk
-                while len(buffer) >= part_bytes:
-                    if upload_id is None:
-                        created = await self.client.create_multipart_upload(
-                            Bucket=self.bucket, Key=key, ContentType=content_type
-                        )
-                        upload_id = created["UploadId"]
-                    part = bytes(buffer[:part_bytes])
-                    del buffer[:part_bytes]
-                    number = len(parts) + 1
-                    sent = await self.client.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=part,
-                    )
-                    parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= part_bytes:
+                    await send_part()
             if upload_id is None:
                 await self.client.put_object(
-                    Bucket=self.bucket, Key=key, Body=bytes(buffer), ContentType=content_type
+                    Bucket=self.bucket, Key=key, Body=b"".join(pending), ContentType=content_type
                 )
                 return
-            if buffer:
-                number = len(parts) + 1
-                sent = await self.client.upload_part(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=bytes(buffer),
-                )
-                parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+            if pending:
+                await send_part()
             await self.client.complete_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
