@@ -158,8 +158,6 @@ async def upload_attachment(
     record = await request.app[ATTACHMENTS].upload(
         principal.user_id, content_type, clean_name(query.name), chunks()
     )
-    if record.size == 0:
-        raise Invalid("the attachment is empty", code="empty_attachment")
     return AttachmentUploaded(
         id=record.id,
         size=record.size,

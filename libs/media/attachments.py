@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
 
-from libs.errors import PayloadTooLarge
+from libs.errors import Invalid, PayloadTooLarge
 from libs.ids import new_id
 from libs.logging import get_logger
 from libs.media import images
@@ -90,6 +90,9 @@ class Attachments:
                 yield chunk
 
         await self.store.put(blob_key(self.namespace, attachment_id), counted(), content_type)
+        if size == 0:
+            await self.store.delete(blob_key(self.namespace, attachment_id))
+            raise Invalid("the attachment is empty", code="empty_attachment")
         width = height = None
         if content_type.startswith("image/"):
             found = images.dimensions(bytes(head), self.limits.max_pixels)

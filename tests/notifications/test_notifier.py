@@ -205,3 +205,22 @@ async def test_groups_skip_the_sender_and_those_who_block_them(
     await receiver.wait(lambda: receiver.for_tag(ada_hook))
     [for_ada] = receiver.for_tag(ada_hook)
     assert (for_ada["count"], for_ada["latest_message_id"]) == (1, third["id"])
+
+
+async def test_a_former_group_member_gets_none(api: Api, receiver: Receiver) -> None:
+    ada, cy = await api.new_user("ada"), await api.new_user("cy")
+    created = await api.call(
+        "POST", "/v1/groups", token=ada.token, json={"name": "g", "member_ids": [cy.id]}
+    )
+    assert created.status == 201, created
+    group = created.body["id"]
+    cy_hook = await add_webhook(api, cy, receiver)
+    removed = await api.call("DELETE", f"/v1/groups/{group}/members/{cy.id}", token=ada.token)
+    assert removed.status == 204
+    await send(api, ada, to_group_id=group, content="after you left")
+    readded = await api.call("PUT", f"/v1/groups/{group}/members/{cy.id}", token=ada.token)
+    assert readded.status == 200, readded
+    back = await send(api, ada, to_group_id=group, content="welcome back")
+    await receiver.wait(lambda: receiver.for_tag(cy_hook))
+    [note] = receiver.for_tag(cy_hook)
+    assert (note["count"], note["latest_message_id"]) == (1, back["id"])
