@@ -206,12 +206,15 @@ async def _stream(
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
-    first = await anext(chunks, b"")  # a missing blob fails here, before any header is sent
-    await response.prepare(request)
-    if first:
-        await response.write(first)
-    async for chunk in chunks:
-        await response.write(chunk)
+    try:
+        first = await anext(chunks, b"")  # a missing blob fails here, before any header
+        await response.prepare(request)
+        if first:
+            await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]  # closes the store's stream
     await response.write_eof()
     return response
 
