@@ -170,11 +170,13 @@ async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.media")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--files", type=int, default=8, help="files in the store comparison")
+    parser.add_argument("--skip-store", action="store_true", help="skip part 1")
     args = parser.parse_args(argv)
     print("bench.media: the machine is shared; figures vary between runs")
     bench = await asyncio.to_thread(BenchSystem.start, {"LOG_LEVEL": "WARNING"})
     try:
-        await store_decision(args.files)
+        if not args.skip_store:
+            await store_decision(args.files)
         await through_gateway(bench, args.runs)
     finally:
         await bench.close()

@@ -46,3 +46,5 @@ class MediaSettings(BaseModel):
     s3_part_bytes: int = Field(
         5 * 1024 * 1024, ge=5 * 1024 * 1024, validation_alias=_env("S3_PART_BYTES")
     )
+    #: Parts a process sends at once, across all uploads (bounds memory; S3 is the limit).
+    s3_parts_in_flight: int = Field(4, ge=1, le=256, validation_alias=_env("S3_PARTS_IN_FLIGHT"))

@@ -3,7 +3,8 @@
 - `S3BlobStore`: any S3 API through aiobotocore: S3Proxy locally (deploy/local),
   Amazon S3 or another S3 service in production. An upload is sent as one
   PutObject when it fits in one part, else as a multipart upload; either way at
-  most one part (S3_PART_BYTES, 5 MiB by default) is held in memory.
+  most one part (S3_PART_BYTES, 5 MiB by default) is gathered per upload, and
+  at most S3_PARTS_IN_FLIGHT parts (4) are being sent by the process at once.
 - `GridFSBlobStore`: GridFS on the MongoDB shard that owns the key. Kept for
   deployments on a real MongoDB; not the local default, because FerretDB v1 on
   SQLite scans the chunks collection on every read (docs/media.md has the figures).
@@ -15,6 +16,7 @@ Keys are opaque strings made by libs.media.catalog. `read` yields the bytes of
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, Protocol
 
@@ -64,6 +66,10 @@ class S3BlobStore:
         self.bucket = settings.s3_bucket
         self._context: Any = None
         self.client: Any = None
+        #: Parts being sent at once by this process: each holds its joined copy and,
+        #: while the server reads it, the socket's; waiting uploads hold only their
+        #: gathered chunks and stop reading their client (backpressure).
+        self._sending = asyncio.Semaphore(settings.s3_parts_in_flight)
 
     async def start(self) -> None:
         s = self.settings
@@ -125,12 +131,14 @@ class S3BlobStore:
                     Bucket=self.bucket, Key=key, ContentType=content_type
                 )
                 upload_id = created["UploadId"]
-            body = b"".join(pending)
-            pending, pending_size = [], 0
-            number = len(parts) + 1
-            sent = await self.client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-            )
+            async with self._sending:
+                body = b"".join(pending)
+                pending, pending_size = [], 0
+                number = len(parts) + 1
+                sent = await self.client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+                del body
             parts.append({"PartNumber": number, "ETag": sent["ETag"]})
 
         try:
@@ -140,9 +148,13 @@ class S3BlobStore:
                 if pending_size >= part_bytes:
                     await send_part()
             if upload_id is None:
-                await self.client.put_object(
-                    Bucket=self.bucket, Key=key, Body=b"".join(pending), ContentType=content_type
-                )
+                async with self._sending:
+                    await self.client.put_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=b"".join(pending),
+                        ContentType=content_type,
+                    )
                 return
             if pending:
                 await send_part()
