@@ -8,6 +8,7 @@
 #                Ctrl-C stops the services, the infrastructure keeps running
 #   make test    setup, up, pytest
 #   make down    stop the infrastructure
+#   make bench-media  attachment store and upload/download figures (docs/media.md)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -19,7 +20,7 @@ LAUNCHER := $(PY) -m deploy.local
 # MONGO_SHARDS); values already set in the environment win.
 STACK_ENV = stack_env="$$($(LAUNCHER) env)" && set -a && eval "$$stack_env" && set +a
 
-.PHONY: help setup up down status wait logs run test lint bench
+.PHONY: help setup up down status wait logs run test lint bench bench-media
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST) | head -20
@@ -62,5 +63,8 @@ lint: $(VENV_STAMP)
 
 bench: up
 	@$(STACK_ENV) && $(PY) -m bench
+
+bench-media: up
+	@$(STACK_ENV) && $(PY) -m bench.media
 
 -include deploy/*.mk

@@ -38,6 +38,7 @@ ERROR_DESCRIPTIONS = {
     404: "Not found (or not visible to the caller)",
     409: "Conflict with the current state",
     413: "Request body too large",
+    416: "Range not satisfiable",
     422: "Invalid input",
     429: "Rate limited (see Retry-After)",
     503: "A dependency is unavailable",
@@ -59,6 +60,9 @@ class Endpoint:
     auth: bool = True
     errors: tuple[int, ...] = ()
     description: str = ""
+    #: OpenAPI the models cannot say (a raw request body, binary responses): its
+    #: "requestBody" replaces the operation's, its "responses" are added.
+    openapi: dict[str, Any] | None = None
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Routes:
         auth: bool = True,
         errors: Sequence[int] = (),
         description: str = "",
+        openapi: dict[str, Any] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -97,6 +102,7 @@ class Routes:
                     auth,
                     tuple(errors),
                     description or (inspect.getdoc(handler) or ""),
+                    openapi,
                 )
             )
             return handler
@@ -276,6 +282,22 @@ def openapi_document(
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },
                 }
+            if ep.openapi:
+                if "requestBody" in ep.openapi:
+                    op["requestBody"] = ep.openapi["requestBody"]
+                    op["responses"].setdefault(
+                        "413",
+                        {
+                            "description": ERROR_DESCRIPTIONS[413],
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Error"}
+                                }
+                            },
+                        },
+                    )
+                for code, response in ep.openapi.get("responses", {}).items():
+                    op["responses"][code] = response
             if ep.auth:
                 op["security"] = [{"bearer": []}]
             paths.setdefault(ep.path, {})[ep.method.lower()] = op

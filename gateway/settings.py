@@ -6,10 +6,11 @@ from pydantic import Field
 
 from libs.contracts.messages import CONTENT_MAX_CHARS
 from libs.ids import new_id
+from libs.media.settings import MediaSettings
 from libs.settings import ServiceSettings, service_config
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, MediaSettings):
     model_config = service_config("GATEWAY_")
 
     http_port: int = Field(8080, ge=0, le=65535)
@@ -24,3 +25,19 @@ class GatewaySettings(ServiceSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     #: Longest message content, in characters after trimming (GATEWAY_MESSAGE_MAX_CHARS).
     message_max_chars: int = Field(CONTENT_MAX_CHARS, ge=1, le=CONTENT_MAX_CHARS)
+    # -- attachments (docs/media.md) --
+    #: Largest upload, in bytes (GATEWAY_ATTACHMENT_MAX_BYTES); past it, 413.
+    attachment_max_bytes: int = Field(25 * 1024 * 1024, ge=1)
+    #: An upload no message references is deleted after this long.
+    attachment_unreferenced_ttl_s: float = Field(24 * 3600, ge=0)
+    #: How often one gateway (under a Redis lock) collects unreferenced uploads.
+    attachment_collect_interval_s: float = Field(600, gt=0)
+    thumbnail_max_side: int = Field(320, ge=16, le=2048)
+    #: Images with a bigger canvas are refused before any pixel is decoded.
+    image_max_pixels: int = Field(40_000_000, ge=1)
+    # -- push targets (docs/notifications.md) --
+    push_targets_per_user: int = Field(20, ge=1, le=1000)
+    #: Accept http:// and loopback or private addresses as push endpoints and webhook
+    #: URLs (local development and tests only: otherwise a user could make the
+    #: notifier call services inside the network).
+    push_targets_allow_insecure: bool = False

@@ -103,6 +103,7 @@ def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
         "dseq": message.dseq,
+        "attachments": [a.model_dump() for a in message.attachments],
     }
 
 
@@ -118,6 +119,7 @@ def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
         client_sent_at=doc.get("client_sent_at"),
         created_at=doc["created_at"],
         dseq=doc.get("dseq"),
+        attachments=tuple(doc.get("attachments") or ()),
     )
 
 

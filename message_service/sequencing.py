@@ -243,6 +243,7 @@ class Sequencer:
                     client_sent_at=command.client_sent_at,
                     created_at=from_millis(nxt.created_ms),
                     dseq=dseq,
+                    attachments=command.attachments,
                 ),
             )
         return proposal

@@ -1,7 +1,7 @@
 """Session fixtures: the real infrastructure, and the whole system in a fresh namespace.
 
 `infra` makes sure Redis, Kafka and both FerretDB shards run (starting them with
-the same launcher as `make up` if needed). `system` starts the six services in a
+the same launcher as `make up` if needed). `system` starts the seven services in a
 namespace of their own for this test session and stops them (SIGTERM) at the end.
 """
 
@@ -37,7 +37,14 @@ def system(infra: None, namespace: str) -> Iterator[RunningSystem]:
         # The gateways' backstop poll of socket sessions is pushed out of the tests'
         # reach, so a socket closed on revocation was closed by the announcement;
         # the poll itself is tested on a gateway of its own.
-        extra_env={"GATEWAY_WS_SESSION_POLL_S": "600"},
+        extra_env={
+            "GATEWAY_WS_SESSION_POLL_S": "600",
+            # The notification tests' receiver listens on 127.0.0.1 over http.
+            "GATEWAY_PUSH_TARGETS_ALLOW_INSECURE": "true",
+            "NOTIFIER_COALESCE_WINDOW_S": "1.5",
+            "NOTIFIER_SEND_TIMEOUT_S": "4",
+            "NOTIFIER_BACKOFF_S": "0.2",
+        },
     )
     try:
         yield running

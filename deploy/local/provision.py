@@ -5,8 +5,9 @@ docker-compose; see DEBIAN_PACKAGES; installed with apt-get when missing),
 PostgreSQL's server (Debian's `postgresql` when no /usr/lib/postgresql/*/bin/postgres
 is installed), Kafka's broker jars in
 deploy/kafka/target/libs (`mvn package`, redone when pom.xml is newer than the
-last successful build) and deploy/ferretdb/ferretdb-local (`go build`, redone
-when main.go, go.mod or go.sum is newer than the binary).
+last successful build), S3Proxy's jars in deploy/s3proxy/target/libs (the same
+way) and deploy/ferretdb/ferretdb-local (`go build`, redone when main.go, go.mod
+or go.sum is newer than the binary).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from deploy.local.stack import (
     FERRETDB_BINARY,
     KAFKA_LIBS,
     REPO_ROOT,
+    S3PROXY_LIBS,
     Report,
     StackError,
     postgres_bin,
@@ -29,6 +31,8 @@ from deploy.local.stack import (
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_STAMP = KAFKA_LIBS.parent / ".libs.stamp"
+S3PROXY_POM = REPO_ROOT / "deploy" / "s3proxy" / "pom.xml"
+S3PROXY_STAMP = S3PROXY_LIBS.parent / ".libs.stamp"
 FERRETDB_SOURCES = tuple(FERRETDB_BINARY.parent / n for n in ("main.go", "go.mod", "go.sum"))
 MIN_JAVA = 17  # Kafka 4.x brokers need Java 17
 
@@ -40,6 +44,7 @@ def setup(report: Report = print) -> None:
     _ensure_postgresql(report)
     _check_java(report)
     _build_kafka(report)
+    _build_s3proxy(report)
     _build_ferretdb(report)
     report(f"setup done in {time.monotonic() - started:.1f} s")
 
@@ -165,6 +170,18 @@ def _build_kafka(report: Report) -> None:
     if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
         raise StackError(f"mvn package produced no kafka_2.13 jar in {KAFKA_LIBS}")
     KAFKA_STAMP.touch()
+
+
+def _build_s3proxy(report: Report) -> None:
+    if S3PROXY_STAMP.exists() and S3PROXY_STAMP.stat().st_mtime >= S3PROXY_POM.stat().st_mtime:
+        report("s3proxy jars: up to date (deploy/s3proxy/target/libs)")
+        return
+    mvn = _require("mvn", "to fetch the S3Proxy jars")
+    report("s3proxy jars: mvn package (S3Proxy 2.6.0 from Maven Central)")
+    _run([mvn, "-q", "-B", "-f", str(S3PROXY_POM), "package"], "mvn package (s3proxy)", report)
+    if not any(S3PROXY_LIBS.glob("s3proxy-*.jar")):
+        raise StackError(f"mvn package produced no s3proxy jar in {S3PROXY_LIBS}")
+    S3PROXY_STAMP.touch()
 
 
 def _build_ferretdb(report: Report) -> None:

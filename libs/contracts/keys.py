@@ -139,6 +139,11 @@ class RedisKeys:
         """String "<receiver_kind>|<receiver_id>|<seq>|<sender_id>" of a recent message."""
         return self.key("msg_ref", message_id)
 
+    # -- gateway (owner) ----------------------------------------------------------------
+    def attachments_collector_lock(self) -> str:
+        """String, with a TTL: held by the gateway instance collecting unreferenced uploads."""
+        return self.key("lock", "attachments_collector")
+
     def seq_senders(self, receiver_id: str) -> str:
         """Sorted set "<seq>:<sender_id>" by seq: who sent what recently (receipt fan-out)."""
         return self.key("seq_senders", receiver_id)

@@ -25,6 +25,18 @@ from libs.contracts.envelope import Envelope, Payload
 ReceiverKind = Literal["user", "group"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONTENT_MAX_CHARS = 4000
+ATTACHMENTS_MAX = 10
+
+
+class AttachmentRef(Payload):
+    """An attachment as a message carries it (libs.media.catalog holds the rest)."""
+
+    id: str
+    size: int
+    content_type: str
+    name: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 class SendMessagePayload(Payload):
@@ -32,7 +44,9 @@ class SendMessagePayload(Payload):
     sender_id: str
     receiver_kind: ReceiverKind
     receiver_id: str
-    content: str = Field(min_length=1, max_length=CONTENT_MAX_CHARS)
+    #: Empty only when the message carries attachments (checked by the gateway).
+    content: str = Field(max_length=CONTENT_MAX_CHARS)
+    attachments: tuple[AttachmentRef, ...] = Field((), max_length=ATTACHMENTS_MAX)
     client_msg_id: str | None = None
     client_sent_at: datetime | None = None
     created_at: datetime  # gateway clock, at acceptance of the HTTP/WS request
@@ -64,6 +78,7 @@ class MessageAcceptedPayload(Payload):
     #: 1, 2, 3...; it places the message in its direction's bucket
     #: (libs/readmodels/messages.py). None for group messages.
     dseq: int | None = Field(None, ge=1)
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 class MessageAccepted(Envelope):
@@ -104,6 +119,7 @@ class MessageView(BaseModel):
     #: Group messages the caller sent: members (but the sender) that got / read it.
     delivered_count: int | None = None
     read_count: int | None = None
+    attachments: list[AttachmentRef] = []
 
     @classmethod
     def of(cls, accepted: MessageAcceptedPayload, status: str | None = None) -> MessageView:
@@ -117,6 +133,7 @@ class MessageView(BaseModel):
             client_msg_id=accepted.client_msg_id,
             client_sent_at=accepted.client_sent_at,
             status=status,
+            attachments=list(accepted.attachments),
         )
 
 

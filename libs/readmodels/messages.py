@@ -115,6 +115,7 @@ def message_document(message: MessageAcceptedPayload) -> dict[str, Any]:
         "client_msg_id": message.client_msg_id,
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
+        "attachments": [a.model_dump() for a in message.attachments],
         "rb": receiver_bucket(message.receiver_id, message.seq),
     }
     if message.dseq is not None:
@@ -134,6 +135,7 @@ def view_from_document(doc: dict[str, Any]) -> MessageView:
             "created_at": doc["created_at"],
             "client_msg_id": doc.get("client_msg_id"),
             "client_sent_at": doc.get("client_sent_at"),
+            "attachments": doc.get("attachments") or [],
         }
     )
 

@@ -39,6 +39,7 @@ PORT_VARIABLES = (
     "LOCAL_POSTGRES_PORT",
     "LOCAL_FERRETDB_SHARD0_PORT",
     "LOCAL_FERRETDB_SHARD1_PORT",
+    "LOCAL_S3_PORT",
 )
 
 
@@ -127,10 +128,40 @@ def test_status_reports_every_component_running(stack: Endpoints) -> None:
         "postgres",
         "ferretdb-shard0",
         "ferretdb-shard1",
+        "s3proxy",
     ]
     assert all(line.split()[1] == "running" for line in lines), done.stdout
     pids = {line.split()[4] for line in lines}
-    assert len(pids) == 5, "each component is a process of its own"
+    assert len(pids) == 6, "each component is a process of its own"
+
+
+def test_the_attachment_store_keeps_what_it_is_given(stack: Endpoints) -> None:
+    import botocore.session
+    from botocore.config import Config
+
+    from deploy.local.stack import LOCAL_S3_ACCESS_KEY, LOCAL_S3_SECRET_KEY
+
+    client = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=stack.s3_endpoint,
+        aws_access_key_id=LOCAL_S3_ACCESS_KEY,
+        aws_secret_access_key=LOCAL_S3_SECRET_KEY,
+        region_name="us-east-1",
+        # As libs/media/store.py: S3Proxy refuses botocore's default trailing checksums.
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+    bucket = "stack-test-" + os.urandom(4).hex()
+    try:
+        client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key="k", Body=b"kept")
+        assert client.get_object(Bucket=bucket, Key="k", Range="bytes=1-2")["Body"].read() == b"ep"
+        client.delete_object(Bucket=bucket, Key="k")
+        client.delete_bucket(Bucket=bucket)
+    finally:
+        client.close()
 
 
 def test_port_taken_by_another_process_is_one_clear_line(private_env: dict[str, str]) -> None:

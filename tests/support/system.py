@@ -1,4 +1,4 @@
-"""The system under test: the six services as real processes in their own namespace.
+"""The system under test: the seven services as real processes in their own namespace.
 
 `RunningSystem.start()` bootstraps the namespace's topics and starts every service
 with `python -m <service>` on free ports, waiting for each /readyz. Each test
@@ -31,6 +31,7 @@ SERVICES = (
     "message_service",
     "delivery_service",
     "persister",
+    "notifier",
     "gateway",
 )
 PORT_ENV = {
@@ -40,6 +41,7 @@ PORT_ENV = {
     "message_service": "MESSAGE_SERVICE_HTTP_PORT",
     "delivery_service": "DELIVERY_SERVICE_HTTP_PORT",
     "persister": "PERSISTER_HTTP_PORT",
+    "notifier": "NOTIFIER_HTTP_PORT",
 }
 
 
