@@ -22,5 +22,7 @@ class GatewaySettings(ServiceSettings):
     #: at most 1 s, the bound on a revocation made through another instance.
     auth_cache_s: float = Field(1.0, ge=0, le=1.0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    #: A request body must arrive whole within this many seconds of its headers.
+    body_timeout_s: float = Field(15.0, gt=0, le=3600)
     #: Longest message content, in characters after trimming (GATEWAY_MESSAGE_MAX_CHARS).
     message_max_chars: int = Field(CONTENT_MAX_CHARS, ge=1, le=CONTENT_MAX_CHARS)

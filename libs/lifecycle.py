@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from libs.bus.consumer import ConsumerLoop
 from libs.bus.producer import Producer
+from libs.http_server import ServiceRunner
 from libs.logging import configure_logging, get_logger
 from libs.metrics import exposition
 from libs.settings import ConfigurationError, ServiceSettings
@@ -239,8 +240,12 @@ async def _serve(
     built = app_factory(settings)
     app = await built if asyncio.iscoroutine(built) else built
     assert isinstance(app, web.Application)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
+    runner = ServiceRunner(
+        app,
+        header_timeout_s=settings.http_header_timeout_s,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -62,6 +62,11 @@ class ServiceSettings(BaseSettings):
     kafka_connect_timeout_s: float = Field(
         30.0, gt=0, validation_alias=_shared("KAFKA_CONNECT_TIMEOUT_S")
     )
+    #: A client must send a request's line and headers within this many seconds of
+    #: connecting or of the previous response (slowloris); also the keep-alive idle limit.
+    http_header_timeout_s: float = Field(
+        15.0, gt=0, le=3600, validation_alias=_shared("HTTP_HEADER_TIMEOUT_S")
+    )
     #: Seconds a SIGTERM'd service waits for in-flight work before it gives up.
     shutdown_grace_seconds: float = Field(10.0, gt=0)
 
