@@ -95,7 +95,8 @@ async def test_a_client_trickling_its_body_gets_408_in_the_error_shape(
     status, body = _status_and_body(received)
     assert status == 408
     assert body["error"]["code"] == "body_timeout"
-    assert answered_after is not None and answered_after < BODY_TIMEOUT_S + 5
+    assert answered_after is not None
+    assert answered_after < BODY_TIMEOUT_S + 5
 
 
 async def test_a_complete_request_on_the_strict_gateway_is_served(strict_gateway, http) -> None:
