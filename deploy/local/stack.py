@@ -190,10 +190,15 @@ def components(config: StackConfig) -> list[Component]:
                 str(p["LOCAL_REDIS_PORT"]),
                 "--bind",
                 HOST,
+                # Sessions, projections and caches survive a restart: an append-only
+                # file, written before each reply and fsynced once a second (the
+                # production setting in docs/deployment.md); no RDB snapshots.
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(redis_dir),
                 "--daemonize",
