@@ -4,8 +4,8 @@
 #
 #   make setup   venv + redis-server + Kafka jars + FerretDB build (cached)
 #   make up      start the infrastructure in the background (idempotent)
-#   make run     setup, up, then all services in the foreground (honcho, Procfile);
-#                Ctrl-C stops the services, the infrastructure keeps running
+#   make run     setup, up, then all services in the foreground (Procfile, supervised:
+#                a crashed service restarts); Ctrl-C stops them, the infrastructure stays
 #   make test    setup, up, pytest
 #   make down    stop the infrastructure
 SHELL := /bin/bash
@@ -50,8 +50,7 @@ logs:
 	@$(LAUNCHER) logs --follow
 
 run: up
-	@$(LAUNCHER) env > .local/services.env
-	exec $(VENV)/bin/honcho -e .local/services.env -f Procfile start
+	@$(STACK_ENV) && exec $(PY) -m deploy.local.supervise --procfile Procfile
 
 test: up
 	@$(STACK_ENV) && $(VENV)/bin/pytest $(PYTEST_ARGS)

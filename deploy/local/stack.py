@@ -713,7 +713,7 @@ def endpoints() -> Endpoints:
 
 
 def env_lines(environ: Mapping[str, str] | None = None) -> list[str]:
-    """KEY=value lines for the services (honcho's env file, `eval` in make); set values win."""
+    """KEY=value lines for the services (`eval` in make); set values win."""
     import shlex
 
     env = os.environ if environ is None else environ
