@@ -171,7 +171,7 @@ async def run(args: argparse.Namespace) -> int:
             storage_ok = counted == expected
             storage_check = {"counted": counted, "expected": expected, "ok": storage_ok}
             batches = await profile.batch_stats(
-                http, {name: proc.url for name, proc in bench.system.services.items()}
+                http, {name: proc.metrics_url for name, proc in bench.system.services.items()}
             )
     finally:
         await bench.close()

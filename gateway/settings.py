@@ -13,6 +13,8 @@ class GatewaySettings(ServiceSettings):
     model_config = service_config("GATEWAY_")
 
     http_port: int = Field(8080, ge=0, le=65535)
+    #: /metrics is never on the public API port (GATEWAY_METRICS_PORT, GATEWAY_METRICS_HOST).
+    metrics_port: int | None = Field(9080, ge=0, le=65535)
     #: Names this instance's reply topic and push channel; unique per running gateway.
     instance_id: str = Field(
         default_factory=lambda: "gw-" + new_id()[-12:], pattern=r"^[A-Za-z0-9_.-]{1,64}$"

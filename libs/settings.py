@@ -58,6 +58,10 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(0, ge=0, le=65535)
+    #: Where /metrics is served: on a listener of its own when set (the gateway's
+    #: API port is public, so its metrics are not on it), else on the HTTP port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(None, ge=0, le=65535)
     #: How long a service keeps trying to reach Kafka at start before it gives up.
     kafka_connect_timeout_s: float = Field(
         30.0, gt=0, validation_alias=_shared("KAFKA_CONNECT_TIMEOUT_S")
