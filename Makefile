@@ -8,6 +8,7 @@
 #                a crashed service restarts); Ctrl-C stops them, the infrastructure stays
 #   make test    setup, up, pytest
 #   make down    stop the infrastructure
+#   make dlq-replay TOPIC=...  replay a dead-letter topic into its source topic
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -19,7 +20,7 @@ LAUNCHER := $(PY) -m deploy.local
 # MONGO_SHARDS); values already set in the environment win.
 STACK_ENV = stack_env="$$($(LAUNCHER) env)" && set -a && eval "$$stack_env" && set +a
 
-.PHONY: help setup up down status wait logs run test lint bench
+.PHONY: help setup up down status wait logs run test lint bench dlq-replay
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST) | head -20
@@ -58,6 +59,12 @@ test: up
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Replays a dead-letter topic into its source topic: make dlq-replay TOPIC=messages.commands.v1
+# (DRY_RUN=1 lists only); see libs/bus/dlq_replay.py.
+dlq-replay: $(VENV_STAMP)
+	@test -n "$(TOPIC)" || { echo "usage: make dlq-replay TOPIC=<topic> [DRY_RUN=1]" >&2; exit 2; }
+	@$(STACK_ENV) && $(PY) -m libs.bus.dlq_replay $(TOPIC) $(if $(DRY_RUN),--dry-run,)
 
 bench: up
 	@$(STACK_ENV) && $(PY) -m bench
