@@ -55,7 +55,7 @@ from gateway.push import (
 )
 from gateway.sending import SendMessageBody, send_message
 from gateway.settings import GatewaySettings
-from gateway.sockets import Connection
+from gateway.sockets import CLOSE_TOO_MANY_CONNECTIONS, Connection
 from libs.contracts.receipts import AdvanceWatermark, AdvanceWatermarkPayload, WatermarkView
 from libs.contracts.topics import RECEIPTS_COMMANDS
 from libs.errors import (
@@ -216,6 +216,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         except Exception as exc:  # without a registry entry nothing could reach it
             log.warning("socket register failed", error=f"{type(exc).__name__}: {exc}")
             await conn.close(WSCloseCode.INTERNAL_ERROR, "registry unavailable; retry")
+            return ws
+        if went_online is None:  # lost the atomic claim to a concurrent handshake
+            await conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many open connections")
             return ws
         conn.send_frame({"type": "hello", "connection_id": conn.id, "user_id": principal.user_id})
         await _safely(
