@@ -17,6 +17,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import ratelimit
 from gateway.auth import Principal
 from gateway.keys import REQUESTS, SETTINGS
 from libs.contracts.messages import (
@@ -64,6 +65,7 @@ async def send_message(
     """Send `body` as `principal`; the accepted message, or a DomainError (4xx/503/504)."""
     if body.sender_id is not None and body.sender_id != principal.user_id:
         raise Forbidden("sender_id must be the authenticated user", code="sender_mismatch")
+    await ratelimit.limit_user(app, "send", principal.user_id)
     kind, receiver_id = receiver_of(body)
     content = body.content.strip()
     limit = app[SETTINGS].message_max_chars

@@ -16,6 +16,15 @@ import pytest
 
 from tests.support.system import ROOT, RunningSystem
 
+#: The suite sends, reads and fails logins from one address far faster than a person:
+#: its shared gateway raises those limits; tests of the limits use gateways of their own.
+SUITE_RATE_LIMITS = {
+    "GATEWAY_RATE_SEND_PER_USER_BURST": "100000",
+    "GATEWAY_RATE_GROUP_CHANGES_PER_USER_BURST": "100000",
+    "GATEWAY_RATE_READ_MARKS_PER_USER_BURST": "100000",
+    "GATEWAY_RATE_LOGIN_FAILURES_PER_IP_BURST": "100000",
+}
+
 
 @pytest.fixture(scope="session")
 def infra() -> None:
@@ -37,7 +46,7 @@ def system(infra: None, namespace: str) -> Iterator[RunningSystem]:
         # The gateways' backstop poll of socket sessions is pushed out of the tests'
         # reach, so a socket closed on revocation was closed by the announcement;
         # the poll itself is tested on a gateway of its own.
-        extra_env={"GATEWAY_WS_SESSION_POLL_S": "600"},
+        extra_env={"GATEWAY_WS_SESSION_POLL_S": "600", **SUITE_RATE_LIMITS},
     )
     try:
         yield running

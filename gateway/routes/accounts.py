@@ -37,7 +37,7 @@ from libs.contracts.users import (
     UpdateProfilePayload,
     UserProfile,
 )
-from libs.errors import NotFound
+from libs.errors import NotFound, Unauthorized
 from libs.ids import new_id
 from libs.projections import user_id_for_username, user_profile
 
@@ -164,7 +164,12 @@ async def login(request: web.Request, body: Credentials) -> SessionOpened:
     command = Login.of(
         LoginPayload(username=username, password=body.password, client_ip=request.remote)
     )
-    return SessionOpened.model_validate(await _ask(request, username, command))
+    try:
+        opened = await _ask(request, username, command)
+    except Unauthorized:
+        await ratelimit.record_login_failure(request, username)
+        raise
+    return SessionOpened.model_validate(opened)
 
 
 @routes.delete("/v1/sessions/current", status=204, summary="Log out")

@@ -83,7 +83,7 @@ class SyncPage(BaseModel):
     response=MessageView,
     status=201,
     summary="Send a message to a user or a group",
-    errors=(403, 404),
+    errors=(403, 404, 429),
 )
 async def post_message(
     request: web.Request, principal: Principal, body: SendMessageBody

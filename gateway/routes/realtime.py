@@ -39,6 +39,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from gateway import ratelimit
 from gateway.api import Routes, validation_details
 from gateway.auth import Principal, authenticate_token, bearer_token
 from gateway.history import read_sync
@@ -391,6 +392,7 @@ async def _require_member(app: web.Application, group_id: str, user_id: str) -> 
 async def _read(
     app: web.Application, reader_id: str, kind: str, target: str, seq: int, *, wait_reply: bool
 ) -> WatermarkView | None:
+    await ratelimit.limit_user(app, "read_marks", reader_id)
     if kind == "group":
         await _require_member(app, target, reader_id)
         return await _advance(
@@ -456,7 +458,7 @@ async def create_ws_ticket(request: web.Request, principal: Principal) -> Ticket
     body=ReadBody,
     response=WatermarkView,
     summary="Mark a direct conversation read up to a seq (of the caller's inbox)",
-    errors=(404,),
+    errors=(404, 429),
 )
 async def read_direct(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     peer = request.match_info["user_id"]
@@ -468,7 +470,7 @@ async def read_direct(request: web.Request, principal: Principal, body: ReadBody
     body=ReadBody,
     response=WatermarkView,
     summary="Mark a group conversation read up to a seq (of the group's log)",
-    errors=(404,),
+    errors=(404, 429),
 )
 async def read_group(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     group_id = request.match_info["group_id"]
