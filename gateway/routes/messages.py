@@ -30,6 +30,7 @@ from gateway.history import (
 from gateway.keys import KEYS, REDIS
 from gateway.sending import EntityId, SendMessageBody, send_message
 from gateway.status import annotate_status
+from gateway.visibility import blocked_by, visible_to
 from libs.contracts.messages import MessageView
 from libs.errors import Invalid, NotFound, Unavailable
 
@@ -157,15 +158,20 @@ async def get_history(
         limit=query.limit,
         ascending=ascending,
     )
-    await annotate_status(request.app, principal.user_id, page.messages)
     next_cursor = prev_cursor = None
     if page.messages:
+        # The page's edges, before a block hides some of its messages: paging goes on.
         newest, oldest = page.messages[0], page.messages[-1]
         next_edge, prev_edge = (newest, oldest) if ascending else (oldest, newest)
         next_cursor = history_cursor(conversation, next_edge)
         prev_cursor = history_cursor(conversation, prev_edge)
+    shown = page.messages
+    if query.group is not None:
+        blocked = await blocked_by(request.app[REDIS], request.app[KEYS], principal.user_id)
+        shown = visible_to(page.messages, blocked)
+    await annotate_status(request.app, principal.user_id, shown)
     return HistoryPage(
-        messages=page.messages,
+        messages=shown,
         next_cursor=next_cursor,
         prev_cursor=prev_cursor,
         has_more=page.has_more,
@@ -191,5 +197,6 @@ async def get_sync(request: web.Request, principal: Principal, query: SyncQuery)
         raise Unavailable("group data is being rebuilt; retry shortly")
     receivers = [principal.user_id, *sorted(groups)]
     messages, advanced, more = await read_sync(request.app, receivers, seqs, query.limit)
+    messages = visible_to(messages, await blocked_by(redis, keys, principal.user_id))
     await annotate_status(request.app, principal.user_id, messages)
     return SyncPage(messages=messages, cursor=encode_sync_cursor(advanced), has_more=more)

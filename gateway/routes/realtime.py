@@ -48,8 +48,8 @@ from gateway.push import (
     HUB,
     REALTIME_SETTINGS,
     announce_connection,
-    mutual_blocks,
     presence_of,
+    presence_visible,
     push_presence,
     push_typing,
     setup_realtime,
@@ -57,6 +57,7 @@ from gateway.push import (
 from gateway.sending import SendMessageBody, send_message
 from gateway.settings import GatewaySettings
 from gateway.sockets import CLOSE_TOO_MANY_CONNECTIONS, Connection
+from gateway.visibility import blocked_by, visible_to
 from libs.contracts.receipts import AdvanceWatermark, AdvanceWatermarkPayload, WatermarkView
 from libs.contracts.topics import RECEIPTS_COMMANDS
 from libs.errors import (
@@ -333,6 +334,7 @@ async def _resume(
 ) -> None:
     """Replay the missed messages (the sync read), holding live pushes until done."""
     groups = await user_groups(app[REDIS], app[KEYS], principal.user_id)
+    blocked = await blocked_by(app[REDIS], app[KEYS], principal.user_id)
     receivers = [principal.user_id, *sorted(groups)]
     seqs = {r: frame.seqs.get(r, 0) for r in receivers}
     conn.held = []
@@ -341,7 +343,7 @@ async def _resume(
     try:
         while more and replayed < RESUME_MAX_MESSAGES:
             page, seqs, more = await read_sync(app, receivers, seqs, RESUME_PAGE)
-            for message in page:
+            for message in visible_to(page, blocked):
                 conn.replay(message.model_dump(mode="json"))
             replayed += len(page)
             if not page:
@@ -541,17 +543,16 @@ async def message_receipts(request: web.Request, principal: Principal) -> Receip
 @routes.get(
     "/v1/presence/{user_id}",
     response=PresenceView,
-    summary="Whether a user is online, or when it was last seen",
+    summary="Whether a contact is online, or when it was last seen",
+    errors=(404,),
 )
 async def presence(request: web.Request, principal: Principal) -> PresenceView:
+    """Visible to contacts only: a user with a direct conversation with the caller or a
+    group in common, and not blocked either way; anyone else is 404."""
     user_id = request.match_info["user_id"]
-    if len(user_id) > 64:
-        raise NotFound("no such user", code="user_not_found")
     redis, keys = request.app[REDIS], request.app[KEYS]
-    if user_id != principal.user_id and await mutual_blocks(
-        redis, keys, principal.user_id, [user_id]
-    ):
-        return PresenceView(user_id=user_id, online=False, last_seen=None)
+    if len(user_id) > 64 or not await presence_visible(redis, keys, principal.user_id, user_id):
+        raise NotFound("no such contact", code="presence_not_visible")
     online, last_seen = await presence_of(redis, keys, user_id)
     return PresenceView(user_id=user_id, online=online, last_seen=None if online else last_seen)
 
