@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api import Routes
 from gateway.auth import Principal
@@ -50,6 +50,17 @@ class HistoryQuery(BaseModel):
     since: datetime | None = Field(None, description="ISO 8601, inclusive")
     until: datetime | None = Field(None, description="ISO 8601, exclusive")
     limit: int = Field(50, ge=1, le=100)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc_range(cls, value: datetime | None) -> datetime | None:
+        """A time is compared in UTC: one that falls outside years 1-9999 there is invalid."""
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC) if value.tzinfo is not None else value
+        except OverflowError:
+            raise ValueError("the time is outside the supported range once in UTC") from None
 
 
 class HistoryPage(BaseModel):
