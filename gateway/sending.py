@@ -35,14 +35,30 @@ from libs.ids import new_id
 EntityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
+#: Exactly one receiver, in the schema too (so clients and fuzzers see the rule).
+_ONE_RECEIVER = [
+    {
+        "required": ["to_user_id"],
+        "properties": {"to_user_id": {"type": "string"}, "to_group_id": {"type": "null"}},
+    },
+    {
+        "required": ["to_group_id"],
+        "properties": {"to_group_id": {"type": "string"}, "to_user_id": {"type": "null"}},
+    },
+]
+
+
 class SendMessageBody(BaseModel):
     """POST /v1/messages (and the WebSocket `send` frame's fields)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _ONE_RECEIVER})
 
     to_user_id: EntityId | None = None
     to_group_id: EntityId | None = None
-    content: str = Field(description="1 to 4,000 characters after trimming (configurable)")
+    content: str = Field(
+        description="1 to 4,000 characters after trimming (configurable)",
+        json_schema_extra={"pattern": r"\S"},
+    )
     client_msg_id: UUID | None = Field(
         None, description="Client-made id: a retry with the same one returns the original"
     )

@@ -10,8 +10,10 @@ before a request reaches the application:
   opens and after each response, fires only while the handler still waits for
   a complete request, and is not pushed back by partial data. So the idle
   timeout of kept-alive connections is the same number.
-- A request the parser rejects (a request line or header over 8 KB, a
-  malformed line) is answered in the error shape of libs/errors.py
+- The request line may be up to 72 KiB (a sync cursor of a member of many
+  groups is long, and the API's query parameters are bounded to fit), each
+  header line up to 8 KiB. A request the parser rejects (a line over those
+  limits, a malformed line) is answered in the error shape of libs/errors.py
   (`{"error": {"code", "message", "details"}}`), not aiohttp's plain text.
 
 aiohttp has no public hook for the parser's error answer, so the runner swaps
@@ -31,8 +33,9 @@ from aiohttp.web_request import BaseRequest
 
 from libs.errors import error_body
 
-#: aiohttp's own limit on the request line and on each header line.
-MAX_LINE_BYTES = 8190
+#: Longest request line (method, URL, version) and longest header line.
+MAX_REQUEST_LINE_BYTES = 72 * 1024
+MAX_HEADER_LINE_BYTES = 8190
 
 
 class _ShapedRequestHandler(RequestHandler):
@@ -48,7 +51,10 @@ class _ShapedRequestHandler(RequestHandler):
         # Keep aiohttp's bookkeeping (logging, the check that nothing was sent yet).
         super().handle_error(request, status, exc, message)
         if isinstance(exc, LineTooLong):
-            code, text = "line_too_long", "a request line or header is longer than 8 KB"
+            code, text = (
+                "line_too_long",
+                "the request line (72 KiB) or a header (8 KiB) is too long",
+            )
         elif status == HTTPStatus.INTERNAL_SERVER_ERROR:
             code, text = "internal", "internal error"
         else:
@@ -69,7 +75,13 @@ class ServiceRunner(web.AppRunner):
     """An AppRunner whose connections have a header deadline and shaped protocol errors."""
 
     def __init__(self, app: web.Application, *, header_timeout_s: float, **kwargs: object) -> None:
-        super().__init__(app, keepalive_timeout=header_timeout_s, **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            app,
+            keepalive_timeout=header_timeout_s,
+            max_line_size=MAX_REQUEST_LINE_BYTES,
+            max_field_size=MAX_HEADER_LINE_BYTES,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

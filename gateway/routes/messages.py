@@ -40,13 +40,21 @@ USERS_PROJECTION = "users"
 GROUPS_PROJECTION = "groups"
 
 
+#: Cursors are unpadded base64url (gateway/history.py): URL-safe as they are.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
+
+
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     with_user: EntityId | None = Field(None, description="The other user of a direct chat")
     group: EntityId | None = Field(None, description="A group the caller is a member of")
-    before: str | None = Field(None, max_length=512, description="Cursor: older than this")
-    after: str | None = Field(None, max_length=512, description="Cursor: newer than this")
+    before: str | None = Field(
+        None, max_length=512, pattern=CURSOR_PATTERN, description="Cursor: older than this"
+    )
+    after: str | None = Field(
+        None, max_length=512, pattern=CURSOR_PATTERN, description="Cursor: newer than this"
+    )
     since: datetime | None = Field(None, description="ISO 8601, inclusive")
     until: datetime | None = Field(None, description="ISO 8601, exclusive")
     limit: int = Field(50, ge=1, le=100)
@@ -77,7 +85,7 @@ class HistoryPage(BaseModel):
 class SyncQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cursor: str | None = Field(None, max_length=65_536)
+    cursor: str | None = Field(None, max_length=65_536, pattern=CURSOR_PATTERN)
     limit: int = Field(100, ge=1, le=500)
 
 
@@ -148,6 +156,8 @@ async def get_history(
     request: web.Request, principal: Principal, query: HistoryQuery
 ) -> HistoryPage:
     """A direct conversation (with_user) merges both directions; a group's is its log.
+    Give exactly one of with_user and group, at most one of before and after, and
+    since earlier than until (422 otherwise).
     Pages are stable under concurrent sends: no message skipped or repeated."""
     if query.before is not None and query.after is not None:
         raise Invalid("give at most one of before and after", code="invalid_cursor")

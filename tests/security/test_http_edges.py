@@ -114,8 +114,16 @@ async def test_405_carries_allow_and_the_error_shape(gateway_url, http) -> None:
     assert set(body["error"]) == {"code", "message", "details"}
 
 
-async def test_a_url_over_8_kb_is_answered_in_the_error_shape(gateway_url) -> None:
-    request = b"GET /v1/users/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+async def test_a_header_over_8_kb_is_answered_in_the_error_shape(gateway_url) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    received, _, _ = await _raw_exchange(gateway_url, [request], 5.0)
+    status, body = _status_and_body(received)
+    assert status == 400
+    assert body["error"]["code"] == "line_too_long"
+
+
+async def test_a_url_over_the_limit_is_answered_in_the_error_shape(gateway_url) -> None:
+    request = b"GET /v1/users/" + b"a" * 80_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     received, _, _ = await _raw_exchange(gateway_url, [request], 5.0)
     status, body = _status_and_body(received)
     assert status == 400
