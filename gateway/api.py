@@ -17,6 +17,7 @@ cannot drift from the routes.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.keys import AUTHENTICATOR
-from libs.errors import Invalid
+from gateway.keys import AUTHENTICATOR, SETTINGS
+from libs.errors import Invalid, RequestTimeout
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -36,6 +37,7 @@ ERROR_DESCRIPTIONS = {
     401: "Missing, invalid or expired token",
     403: "Not allowed",
     404: "Not found (or not visible to the caller)",
+    408: "The request body did not arrive in time",
     409: "Conflict with the current state",
     413: "Request body too large",
     416: "Range not satisfiable",
@@ -145,7 +147,13 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 async def read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw = await request.read()  # raises 413 past client_max_size
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout_s):
+            raw = await request.read()  # raises 413 past client_max_size
+    except TimeoutError:
+        raise RequestTimeout(
+            "the request body did not arrive in time", code="body_timeout"
+        ) from None
     if not raw:
         raise Invalid("a JSON body is required", code="invalid_body")
     try:

@@ -20,6 +20,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import ratelimit
 from gateway.auth import Principal
 from gateway.keys import REQUESTS, SETTINGS
 from gateway.media import bind_to_message, unbind_from_message
@@ -40,10 +41,23 @@ from libs.ids import new_id
 EntityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
+#: Exactly one receiver, in the schema too (so clients and fuzzers see the rule).
+_ONE_RECEIVER = [
+    {
+        "required": ["to_user_id"],
+        "properties": {"to_user_id": {"type": "string"}, "to_group_id": {"type": "null"}},
+    },
+    {
+        "required": ["to_group_id"],
+        "properties": {"to_group_id": {"type": "string"}, "to_user_id": {"type": "null"}},
+    },
+]
+
+
 class SendMessageBody(BaseModel):
     """POST /v1/messages (and the WebSocket `send` frame's fields)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _ONE_RECEIVER})
 
     to_user_id: EntityId | None = None
     to_group_id: EntityId | None = None
@@ -79,6 +93,7 @@ async def send_message(
     """Send `body` as `principal`; the accepted message, or a DomainError (4xx/503/504)."""
     if body.sender_id is not None and body.sender_id != principal.user_id:
         raise Forbidden("sender_id must be the authenticated user", code="sender_mismatch")
+    await ratelimit.limit_user(app, "send", principal.user_id)
     kind, receiver_id = receiver_of(body)
     content = body.content.strip()
     limit = app[SETTINGS].message_max_chars

@@ -14,6 +14,8 @@ class GatewaySettings(ServiceSettings, MediaSettings):
     model_config = service_config("GATEWAY_")
 
     http_port: int = Field(8080, ge=0, le=65535)
+    #: /metrics is never on the public API port (GATEWAY_METRICS_PORT, GATEWAY_METRICS_HOST).
+    metrics_port: int | None = Field(9080, ge=0, le=65535)
     #: Names this instance's reply topic and push channel; unique per running gateway.
     instance_id: str = Field(
         default_factory=lambda: "gw-" + new_id()[-12:], pattern=r"^[A-Za-z0-9_.-]{1,64}$"
@@ -23,6 +25,8 @@ class GatewaySettings(ServiceSettings, MediaSettings):
     #: at most 1 s, the bound on a revocation made through another instance.
     auth_cache_s: float = Field(1.0, ge=0, le=1.0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    #: A request body must arrive whole within this many seconds of its headers.
+    body_timeout_s: float = Field(15.0, gt=0, le=3600)
     #: Longest message content, in characters after trimming (GATEWAY_MESSAGE_MAX_CHARS).
     message_max_chars: int = Field(CONTENT_MAX_CHARS, ge=1, le=CONTENT_MAX_CHARS)
     # -- attachments (docs/media.md) --

@@ -227,10 +227,15 @@ def components(config: StackConfig) -> list[Component]:
                 str(p["LOCAL_REDIS_PORT"]),
                 "--bind",
                 HOST,
+                # Sessions, projections and caches survive a restart: an append-only
+                # file, written before each reply and fsynced once a second (the
+                # production setting in docs/deployment.md); no RDB snapshots.
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(redis_dir),
                 "--daemonize",
@@ -922,7 +927,7 @@ def endpoints() -> Endpoints:
 
 
 def env_lines(environ: Mapping[str, str] | None = None) -> list[str]:
-    """KEY=value lines for the services (honcho's env file, `eval` in make); set values win."""
+    """KEY=value lines for the services (`eval` in make); set values win."""
     import shlex
 
     env = os.environ if environ is None else environ

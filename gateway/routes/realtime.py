@@ -39,6 +39,7 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from gateway import ratelimit
 from gateway.api import Routes, validation_details
 from gateway.auth import Principal, authenticate_token, bearer_token
 from gateway.history import read_sync
@@ -47,15 +48,16 @@ from gateway.push import (
     HUB,
     REALTIME_SETTINGS,
     announce_connection,
-    mutual_blocks,
     presence_of,
+    presence_visible,
     push_presence,
     push_typing,
     setup_realtime,
 )
 from gateway.sending import SendMessageBody, send_message
 from gateway.settings import GatewaySettings
-from gateway.sockets import Connection
+from gateway.sockets import CLOSE_TOO_MANY_CONNECTIONS, Connection
+from gateway.visibility import blocked_by, visible_to
 from libs.contracts.receipts import AdvanceWatermark, AdvanceWatermarkPayload, WatermarkView
 from libs.contracts.topics import RECEIPTS_COMMANDS
 from libs.errors import (
@@ -218,6 +220,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             log.warning("socket register failed", error=f"{type(exc).__name__}: {exc}")
             await conn.close(WSCloseCode.INTERNAL_ERROR, "registry unavailable; retry")
             return ws
+        if went_online is None:  # lost the atomic claim to a concurrent handshake
+            await conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many open connections")
+            return ws
         conn.send_frame({"type": "hello", "connection_id": conn.id, "user_id": principal.user_id})
         await _safely(
             announce_connection(request.app, principal.user_id, went_online, conn.send_frame)
@@ -330,6 +335,7 @@ async def _resume(
 ) -> None:
     """Replay the missed messages (the sync read), holding live pushes until done."""
     groups = await user_groups(app[REDIS], app[KEYS], principal.user_id)
+    blocked = await blocked_by(app[REDIS], app[KEYS], principal.user_id)
     receivers = [principal.user_id, *sorted(groups)]
     seqs = {r: frame.seqs.get(r, 0) for r in receivers}
     conn.held = []
@@ -338,7 +344,7 @@ async def _resume(
     try:
         while more and replayed < RESUME_MAX_MESSAGES:
             page, seqs, more = await read_sync(app, receivers, seqs, RESUME_PAGE)
-            for message in page:
+            for message in visible_to(page, blocked):
                 conn.replay(message.model_dump(mode="json"))
             replayed += len(page)
             if not page:
@@ -389,6 +395,7 @@ async def _require_member(app: web.Application, group_id: str, user_id: str) -> 
 async def _read(
     app: web.Application, reader_id: str, kind: str, target: str, seq: int, *, wait_reply: bool
 ) -> WatermarkView | None:
+    await ratelimit.limit_user(app, "read_marks", reader_id)
     if kind == "group":
         await _require_member(app, target, reader_id)
         return await _advance(
@@ -454,7 +461,7 @@ async def create_ws_ticket(request: web.Request, principal: Principal) -> Ticket
     body=ReadBody,
     response=WatermarkView,
     summary="Mark a direct conversation read up to a seq (of the caller's inbox)",
-    errors=(404,),
+    errors=(404, 429),
 )
 async def read_direct(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     peer = request.match_info["user_id"]
@@ -466,7 +473,7 @@ async def read_direct(request: web.Request, principal: Principal, body: ReadBody
     body=ReadBody,
     response=WatermarkView,
     summary="Mark a group conversation read up to a seq (of the group's log)",
-    errors=(404,),
+    errors=(404, 429),
 )
 async def read_group(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     group_id = request.match_info["group_id"]
@@ -527,17 +534,16 @@ async def message_receipts(request: web.Request, principal: Principal) -> Receip
 @routes.get(
     "/v1/presence/{user_id}",
     response=PresenceView,
-    summary="Whether a user is online, or when it was last seen",
+    summary="Whether a contact is online, or when it was last seen",
+    errors=(404,),
 )
 async def presence(request: web.Request, principal: Principal) -> PresenceView:
+    """Visible to contacts only: a user with a direct conversation with the caller or a
+    group in common, and not blocked either way; anyone else is 404."""
     user_id = request.match_info["user_id"]
-    if len(user_id) > 64:
-        raise NotFound("no such user", code="user_not_found")
     redis, keys = request.app[REDIS], request.app[KEYS]
-    if user_id != principal.user_id and await mutual_blocks(
-        redis, keys, principal.user_id, [user_id]
-    ):
-        return PresenceView(user_id=user_id, online=False, last_seen=None)
+    if len(user_id) > 64 or not await presence_visible(redis, keys, principal.user_id, user_id):
+        raise NotFound("no such contact", code="presence_not_visible")
     online, last_seen = await presence_of(redis, keys, user_id)
     return PresenceView(user_id=user_id, online=online, last_seen=None if online else last_seen)
 

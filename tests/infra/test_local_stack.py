@@ -213,3 +213,24 @@ def test_private_stack_up_is_idempotent_and_down_leaves_nothing(
     after = _cli("status", *components, env=private_env)
     assert after.returncode == 3
     assert [line.split()[1] for line in after.stdout.splitlines()] == ["stopped"] * 3
+
+
+def test_redis_keeps_its_data_across_a_crash(private_env: dict[str, str]) -> None:
+    """Sessions live in Redis: a kill -9 of the local Redis must not log everyone out."""
+    first = _cli("up", "redis", env=private_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = Path(private_env["LOCAL_STACK_DIR"]) / "run"
+    port = int(private_env["LOCAL_REDIS_PORT"])
+    client = redis.Redis(port=port)
+    try:
+        client.set("session:probe", "kept")
+        pid = int((run_dir / "redis.pid").read_text().split()[0])
+        os.kill(pid, 9)
+        again = _cli("up", "redis", env=private_env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        client = redis.Redis(port=port)
+        assert client.get("session:probe") == b"kept"
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    finally:
+        client.close()
+        _cli("down", env=private_env)
