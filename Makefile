@@ -9,6 +9,9 @@
 #   make test    setup, up, pytest
 #   make down    stop the infrastructure
 #   make dlq-replay TOPIC=...  replay a dead-letter topic into its source topic
+#   make run-cluster   cluster mode: 3 Kafka brokers, HAProxy, 2 of each service (.local/cluster/)
+#   make cluster-status / cluster-down   see or stop it
+#   make chaos   a bounded chaos run against cluster mode (docs/reliability.md)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -20,7 +23,8 @@ LAUNCHER := $(PY) -m deploy.local
 # MONGO_SHARDS); values already set in the environment win.
 STACK_ENV = stack_env="$$($(LAUNCHER) env)" && set -a && eval "$$stack_env" && set +a
 
-.PHONY: help setup up down status wait logs run test lint bench dlq-replay
+.PHONY: help setup up down status wait logs run test lint bench dlq-replay \
+	run-cluster cluster-status cluster-down chaos
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST) | head -20
@@ -68,5 +72,20 @@ dlq-replay: $(VENV_STAMP)
 
 bench: up
 	@$(STACK_ENV) && $(PY) -m bench
+
+# Cluster mode (deploy/local/cluster.py): its own ports and state directory, beside `make up`'s.
+run-cluster: setup
+	@$(PY) -m deploy.local.cluster up
+
+cluster-status:
+	@$(PY) -m deploy.local.cluster status
+
+cluster-down:
+	@$(PY) -m deploy.local.cluster down
+
+# Kills each component in turn under load and checks what clients were told (bench/chaos).
+# CHAOS_ARGS=--short for the small run; see `python -m bench.chaos --help`.
+chaos: setup
+	@$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 -include deploy/*.mk
