@@ -37,6 +37,7 @@ CONTENT_MARK = "chaos"
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 2.0
 REQUEST_TIMEOUT_S = 10.0
+RESUME_REF = "resume"
 
 
 def now() -> float:
@@ -298,11 +299,25 @@ class Load:
             return
         client.resumes += 1
         seqs = {r: client.watermark.get(r, 0) for r in client.receivers}
-        await ws.send_str(orjson.dumps({"type": "resume", "seqs": seqs}).decode())
+        await ws.send_str(
+            orjson.dumps({"type": "resume", "ref": RESUME_REF, "seqs": seqs}).decode()
+        )
+
+    async def _resume_later(self, client: Client) -> None:
+        await asyncio.sleep(1.0)
+        with contextlib.suppress(Exception):
+            await self._resume(client)
 
     async def _on_frame(self, client: Client, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "message" and isinstance(frame.get("message"), dict):
+        if kind == "hello":
+            client.connected.set()
+        elif kind == "error" and frame.get("ref") == RESUME_REF:
+            # The replay failed (a store or Redis not answering): ask again, as a client does.
+            task = asyncio.create_task(self._resume_later(client))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif kind == "message" and isinstance(frame.get("message"), dict):
             client.note(frame["message"])
         elif kind == "resumed":
             if frame.get("complete") is False:
@@ -430,6 +445,8 @@ class Load:
 
     async def stop(self) -> None:
         self._stopping.set()
+        for task in list(self._tasks):
+            task.cancel()
         for client in self.clients:
             if client.ws is not None:
                 with contextlib.suppress(Exception):

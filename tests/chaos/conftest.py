@@ -1,4 +1,5 @@
-"""Cluster mode for the chaos tests: up once per session, down again if the session started it.
+"""Cluster mode for the chaos tests: up once for this package, and down again after
+it if it started it (so the rest of the suite does not share the machine with it).
 
 The cluster (deploy/local/cluster.py) has its own state directory and ports, so
 it runs beside the ordinary stack the rest of the suite uses.
@@ -13,7 +14,7 @@ import pytest
 from deploy.local import cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster_config() -> Iterator[cluster.ClusterConfig]:
     config = cluster.ClusterConfig.from_env()
     started = not cluster.is_running(config)
