@@ -32,6 +32,10 @@ from libs.storage.mongo import open_shards
 from persister.repository import MESSAGES
 
 
+class StorageUnreadable(Exception):
+    """The store could not be read within the check's bound (no verdict on storage)."""
+
+
 @dataclass
 class StoredMessage:
     id: str
@@ -89,14 +93,14 @@ async def read_stored(
     mongo_shards: tuple[str, ...], database: str, receivers: list[str]
 ) -> list[StoredMessage]:
     """Every stored message of the given receivers, from every shard."""
-    shards = open_shards(mongo_shards, database)
-    gate = asyncio.Semaphore(8)
+    # The checker's reads scan whole collections on the local store: allow them time.
+    shards = open_shards(mongo_shards, database, socket_timeout_ms=180_000)
     projection = {"receiver_id": 1, "seq": 1, "sender_id": 1, "client_msg_id": 1, "content": 1}
 
-    async def one(index: int, receiver: str) -> list[StoredMessage]:
+    async def one(index: int) -> list[StoredMessage]:
+        # One query per shard: the local store scans a collection for every query.
         collection = shards.collections(MESSAGES)[index]
-        async with gate:
-            docs = await collection.find({"receiver_id": receiver}, projection).to_list(None)
+        docs = await collection.find({"receiver_id": {"$in": receivers}}, projection).to_list(None)
         found = []
         for doc in docs:
             parsed = parse_content(str(doc.get("content", "")))
@@ -115,7 +119,7 @@ async def read_stored(
         return found
 
     try:
-        parts = await asyncio.gather(*(one(i, r) for i in range(len(shards)) for r in receivers))
+        parts = await asyncio.gather(*(one(i) for i in range(len(shards))))
     finally:
         await shards.close()
     return [m for part in parts for m in part]
@@ -140,7 +144,7 @@ async def wait_for_storage(
             return stored
         if time.monotonic() >= deadline:
             if stored is None:
-                stored = await read_stored(mongo_shards, database, receivers)
+                raise StorageUnreadable(f"the store did not answer within {timeout_s:.0f} s")
             return stored
         await asyncio.sleep(2)
 
