@@ -10,6 +10,9 @@
 #   make down    stop the infrastructure
 #   make bench-media  attachment store and upload/download figures (docs/media.md)
 #   make dlq-replay TOPIC=...  replay a dead-letter topic into its source topic
+#   make run-cluster   cluster mode: 3 Kafka brokers, HAProxy, 2 of each service (.local/cluster/)
+#   make cluster-status / cluster-down   see or stop it
+#   make chaos   a bounded chaos run against cluster mode (docs/reliability.md)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -21,7 +24,8 @@ LAUNCHER := $(PY) -m deploy.local
 # MONGO_SHARDS); values already set in the environment win.
 STACK_ENV = stack_env="$$($(LAUNCHER) env)" && set -a && eval "$$stack_env" && set +a
 
-.PHONY: help setup up down status wait logs run test lint bench bench-media dlq-replay
+.PHONY: help setup up down status wait logs run test lint bench bench-media dlq-replay \
+	run-cluster cluster-status cluster-down chaos
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST) | head -20
@@ -72,5 +76,20 @@ bench: up
 
 bench-media: up
 	@$(STACK_ENV) && $(PY) -m bench.media
+
+# Cluster mode (deploy/local/cluster.py): its own ports and state directory, beside `make up`'s.
+run-cluster: setup
+	@$(PY) -m deploy.local.cluster up
+
+cluster-status:
+	@$(PY) -m deploy.local.cluster status
+
+cluster-down:
+	@$(PY) -m deploy.local.cluster down
+
+# Kills each component in turn under load and checks what clients were told (bench/chaos).
+# CHAOS_ARGS=--short for the small run; see `python -m bench.chaos --help`.
+chaos: setup
+	@$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 -include deploy/*.mk

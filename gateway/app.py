@@ -62,6 +62,7 @@ def _request_client(settings: GatewaySettings):  # type: ignore[no-untyped-def]
             namespace=settings.namespace,
             instance_id=settings.instance_id,
             default_timeout_s=settings.request_timeout_s,
+            replication=settings.kafka_replication_factor,
         )
         await client.start()
         app[REQUESTS] = client

@@ -90,6 +90,8 @@ DEBIAN_PACKAGES = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "docker-compose": "docker-compose",
+    # The load balancer in front of the gateways in cluster mode (deploy/local/cluster.py).
+    "haproxy": "haproxy",
 }
 
 
@@ -105,11 +107,14 @@ def _ensure_debian_packages(report: Report) -> None:
         raise StackError(f"{names} not installed; run: sudo apt-get install -y {names}")
     # RUNLEVEL=1 keeps the package's init script from starting a system-wide redis on 6379.
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    # Other apt users on the machine (unattended upgrades, a parallel setup) hold dpkg's
+    # lock for a while: wait for it rather than fail.
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    install = [*apt, "install", "-y", "-q", "--no-install-recommends", *missing]
     report(f"{names}: installing with apt-get")
     if subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False).returncode != 0:
         report(f"{names}: install failed, refreshing the package lists and retrying")
-        _run(["apt-get", "update", "-q"], "apt-get update", report, env=env)
+        _run([*apt, "update", "-q"], "apt-get update", report, env=env)
         _run(install, f"apt-get install {names}", report, env=env)
     still = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
     if still:
