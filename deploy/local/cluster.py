@@ -65,6 +65,7 @@ SERVICES: Mapping[str, str] = {
     "message_service": "MESSAGE_SERVICE_HTTP_PORT",
     "delivery_service": "DELIVERY_SERVICE_HTTP_PORT",
     "persister": "PERSISTER_HTTP_PORT",
+    "notifier": "NOTIFIER_HTTP_PORT",
     "gateway": "GATEWAY_HTTP_PORT",
 }
 KAFKA_COMPONENTS = tuple(f"kafka-{n}" for n in KAFKA_NODES)
