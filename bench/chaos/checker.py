@@ -26,9 +26,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymongo.errors import PyMongoError
+
 from bench.chaos.clients import Client, Load, SentMessage, parse_content
 from gateway.history import encode_sync_cursor
-from libs.storage.mongo import open_shards
+from libs.storage.mongo import MongoShards
 from persister.repository import MESSAGES
 
 
@@ -94,7 +96,7 @@ async def read_stored(
 ) -> list[StoredMessage]:
     """Every stored message of the given receivers, from every shard."""
     # The checker's reads scan whole collections on the local store: allow them time.
-    shards = open_shards(mongo_shards, database, socket_timeout_ms=180_000)
+    shards = MongoShards(mongo_shards, database, socket_timeout_ms=180_000)
     projection = {"receiver_id": 1, "seq": 1, "sender_id": 1, "client_msg_id": 1, "content": 1}
 
     async def one(index: int) -> list[StoredMessage]:
@@ -138,7 +140,7 @@ async def wait_for_storage(
     while True:
         try:
             stored = await read_stored(mongo_shards, database, receivers)
-        except Exception:  # a shard still coming back: try again within the bound
+        except PyMongoError:  # a shard still coming back: try again within the bound
             stored = None
         if stored is not None and wanted <= {m.id for m in stored}:
             return stored
