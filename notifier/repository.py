@@ -9,6 +9,7 @@ targets (libs.push_targets). Writes: removes the targets that answered 404/410.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -29,24 +30,36 @@ class NotifierRepository:
         self.push_targets = targets
 
     async def recipients(self, messages: Sequence[MessageAcceptedPayload]) -> dict[str, list[str]]:
-        """message_id -> the users it notifies (never the sender), in one or two round trips."""
+        """message_id -> the users it notifies (never the sender), in one or two round trips.
+
+        A group message notifies the members who had joined by the time it was
+        accepted: the notifier may run behind, and someone removed and added back
+        meanwhile must not be told of what was sent while they were out."""
         groups = sorted({m.receiver_id for m in messages if m.receiver_kind == "group"})
         members: dict[str, list[str]] = {}
+        joined: dict[str, dict[str, str]] = {}
         if groups:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.exists(self.keys.projection_ready(GROUPS_PROJECTION))
                 for group_id in groups:
                     pipe.hkeys(self.keys.group_members(group_id))
+                    pipe.hgetall(self.keys.group_joined(group_id))
                 ready, *rows = await pipe.execute()
             if not ready:
                 raise Unavailable("the groups projection is being rebuilt")
-            members = dict(zip(groups, rows, strict=True))
+            members = dict(zip(groups, rows[0::2], strict=True))
+            joined = dict(zip(groups, rows[1::2], strict=True))
         candidates: dict[str, list[str]] = {}
         for m in messages:
-            users = (
-                members.get(m.receiver_id, []) if m.receiver_kind == "group" else [m.receiver_id]
-            )
-            candidates[m.message_id] = [u for u in users if u != m.sender_id]
+            if m.receiver_kind != "group":
+                candidates[m.message_id] = [m.receiver_id]
+                continue
+            since = joined.get(m.receiver_id, {})
+            candidates[m.message_id] = [
+                u
+                for u in members.get(m.receiver_id, [])
+                if u != m.sender_id and _joined_by(since.get(u), m.created_at)
+            ]
         pairs = list(
             dict.fromkeys((u, m.sender_id) for m in messages for u in candidates[m.message_id])
         )
@@ -75,6 +88,20 @@ class NotifierRepository:
 
     async def remove_target(self, user_id: str, target_id: str) -> None:
         await self.push_targets.remove(user_id, target_id)
+
+
+def _joined_by(joined_at: str | None, moment: datetime) -> bool:
+    """Whether a member who joined at `joined_at` (ISO 8601; unknown: yes) was in by
+    `moment`."""
+    if not joined_at:
+        return True
+    try:
+        at = datetime.fromisoformat(joined_at)
+    except ValueError:
+        return True
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at <= moment
 
 
 def conversation_of(message: MessageAcceptedPayload) -> str:
