@@ -52,7 +52,7 @@ RUN pip install --no-deps . && pip check
 FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="messenger" \
-      org.opencontainers.image.description="Event-driven chat backend: gateway, user/group/message/delivery services, persister" \
+      org.opencontainers.image.description="Event-driven chat backend: gateway, user/group/message/delivery services, persister, notifier" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without

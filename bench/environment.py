@@ -112,7 +112,7 @@ class BenchSystem:
         """Messages the persister has acknowledged writing (its /metrics counter)."""
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        families = await metric_families(self._http, self.system.services["persister"].url)
+        families = await metric_families(self._http, self.system.services["persister"].metrics_url)
         return int(sum(s.value for f in families for s in f.samples if s.name == STORED_METRIC))
 
     async def wait_persisted(self, expected_total: int, timeout_s: float = 30.0) -> int:

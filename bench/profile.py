@@ -97,23 +97,23 @@ def report(out_dir: Path, top: int = 12) -> str:
     return "\n".join(lines)
 
 
-async def metric_families(http: Any, service_url: str) -> list[Any]:
-    """A service's /metrics, parsed (prometheus_client's text parser)."""
+async def metric_families(http: Any, metrics_url: str) -> list[Any]:
+    """A service's /metrics (at `metrics_url`), parsed (prometheus_client's text parser)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    async with http.get(service_url + "/metrics") as response:
+    async with http.get(metrics_url) as response:
         text = await response.text()
     return list(text_string_to_metric_families(text))
 
 
-async def batch_stats(http: Any, service_urls: dict[str, str]) -> dict[str, dict[str, float]]:
+async def batch_stats(http: Any, metrics_urls: dict[str, str]) -> dict[str, dict[str, float]]:
     """Per consumer group, over the whole bench: batches, records per batch, ms per batch.
 
     Read from each service's /metrics (libs/metrics.py: messenger_batch_seconds and
     messenger_batch_records), so the consumer side of every figure can be seen.
     """
     stats: dict[str, dict[str, float]] = {}
-    for name, url in service_urls.items():
+    for name, url in metrics_urls.items():
         try:
             families = await metric_families(http, url)
         except Exception:  # a service that died has no metrics; the table says the rest

@@ -177,11 +177,26 @@ async def advance_watermarks(
     senders = await repository.senders_between(
         [(m.receiver_id, before, m.seq) for m, before in advanced]
     )
+    audiences: list[set[str]] = []
     for (move, _), sender_ids in zip(advanced, senders, strict=True):
-        WATERMARKS_ADVANCED.labels(move.kind).inc()
         if move.receiver_kind == "user" and move.kind == "read":
             sender_ids = {move.thread_id}  # a direct read concerns one peer's messages
-        for sender_id in sorted(sender_ids - {move.reader_id}):
+        audiences.append(sender_ids - {move.reader_id})
+    # Receipts never cross a block, either way (docs/realtime.md, "Blocks").
+    blocked = await repository.blocked_either_way(
+        sorted(
+            {
+                (move.reader_id, s)
+                for (move, _), a in zip(advanced, audiences, strict=True)
+                for s in a
+            }
+        )
+    )
+    for (move, _), audience in zip(advanced, audiences, strict=True):
+        WATERMARKS_ADVANCED.labels(move.kind).inc()
+        for sender_id in sorted(audience):
+            if (move.reader_id, sender_id) in blocked:
+                continue
             RECEIPTS_EMITTED.inc()
             outbox.emit(
                 RECEIPTS_EVENTS,

@@ -78,6 +78,17 @@ class DeliveryRepository:
 
     # -- recipients ----------------------------------------------------------------
 
+    async def blocked_either_way(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The (a, b) of `pairs` where a blocks b or b blocks a (one round trip)."""
+        if not pairs:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for a, b in pairs:
+                pipe.sismember(self.keys.blocks(a), b)
+                pipe.sismember(self.keys.blocks(b), a)
+            flags = await pipe.execute()
+        return {pair for n, pair in enumerate(pairs) if flags[2 * n] or flags[2 * n + 1]}
+
     async def group_recipients(
         self, messages: Sequence[MessageAcceptedPayload]
     ) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ cannot drift from the routes.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.keys import AUTHENTICATOR
-from libs.errors import Invalid
+from gateway.keys import AUTHENTICATOR, SETTINGS
+from libs.errors import Invalid, RequestTimeout
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -36,8 +37,10 @@ ERROR_DESCRIPTIONS = {
     401: "Missing, invalid or expired token",
     403: "Not allowed",
     404: "Not found (or not visible to the caller)",
+    408: "The request body did not arrive in time",
     409: "Conflict with the current state",
     413: "Request body too large",
+    416: "Range not satisfiable",
     422: "Invalid input",
     429: "Rate limited (see Retry-After)",
     503: "A dependency is unavailable",
@@ -59,6 +62,9 @@ class Endpoint:
     auth: bool = True
     errors: tuple[int, ...] = ()
     description: str = ""
+    #: OpenAPI the models cannot say (a raw request body, binary responses): its
+    #: "requestBody" replaces the operation's, its "responses" are added.
+    openapi: dict[str, Any] | None = None
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Routes:
         auth: bool = True,
         errors: Sequence[int] = (),
         description: str = "",
+        openapi: dict[str, Any] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -97,6 +104,7 @@ class Routes:
                     auth,
                     tuple(errors),
                     description or (inspect.getdoc(handler) or ""),
+                    openapi,
                 )
             )
             return handler
@@ -139,7 +147,13 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
 
 
 async def read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
-    raw = await request.read()  # raises 413 past client_max_size
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout_s):
+            raw = await request.read()  # raises 413 past client_max_size
+    except TimeoutError:
+        raise RequestTimeout(
+            "the request body did not arrive in time", code="body_timeout"
+        ) from None
     if not raw:
         raise Invalid("a JSON body is required", code="invalid_body")
     try:
@@ -276,6 +290,22 @@ def openapi_document(
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },
                 }
+            if ep.openapi:
+                if "requestBody" in ep.openapi:
+                    op["requestBody"] = ep.openapi["requestBody"]
+                    op["responses"].setdefault(
+                        "413",
+                        {
+                            "description": ERROR_DESCRIPTIONS[413],
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Error"}
+                                }
+                            },
+                        },
+                    )
+                for code, response in ep.openapi.get("responses", {}).items():
+                    op["responses"][code] = response
             if ep.auth:
                 op["security"] = [{"bearer": []}]
             paths.setdefault(ep.path, {})[ep.method.lower()] = op

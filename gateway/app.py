@@ -20,11 +20,13 @@ from gateway.keys import (
 )
 from gateway.routes import (
     accounts,
+    attachments,
     conversations,
     docs,
     groups,
     message_changes,
     messages,
+    push_targets,
     realtime,
 )
 from gateway.settings import GatewaySettings
@@ -38,7 +40,17 @@ from libs.lifecycle import (
     redis_context,
 )
 
-ROUTE_MODULES = (accounts, groups, messages, message_changes, conversations, realtime, docs)
+ROUTE_MODULES = (
+    accounts,
+    groups,
+    messages,
+    message_changes,
+    conversations,
+    attachments,
+    push_targets,
+    realtime,
+    docs,
+)
 ROUTE_TABLES = tuple(module.routes for module in ROUTE_MODULES)
 
 
@@ -70,6 +82,7 @@ def _request_client(settings: GatewaySettings):  # type: ignore[no-untyped-def]
             namespace=settings.namespace,
             instance_id=settings.instance_id,
             default_timeout_s=settings.request_timeout_s,
+            replication=settings.kafka_replication_factor,
         )
         await client.start()
         app[REQUESTS] = client

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from libs.errors import DomainError, RateLimited
+from libs.errors import DomainError, RateLimited, RequestTimeout, error_body
 from libs.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,8 +38,12 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    body = orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})
-    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=error_body(code, message, details),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 @web.middleware
@@ -53,13 +56,20 @@ async def error_middleware(
         headers = None
         if isinstance(exc, RateLimited) and "retry_after_s" in exc.details:
             headers = {"Retry-After": str(max(1, int(exc.details["retry_after_s"] + 0.999)))}
-        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+        response = error_response(exc.status, exc.code, exc.message, exc.details, headers)
+        if isinstance(exc, RequestTimeout):
+            response.force_close()  # the rest of the body may still be on its way
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.reason if exc.status != 413 else "the request body is too large"
-        return error_response(exc.status, code, message)
+        # A 405 says which methods the resource has (RFC 9110 15.5.6).
+        allow = exc.headers.get("Allow")
+        return error_response(
+            exc.status, code, message, headers={"Allow": allow} if allow else None
+        )
     except (RedisError, KafkaError, PyMongoError, ConnectionError) as exc:
         log.warning(
             "dependency unavailable", path=request.path, error=f"{type(exc).__name__}: {exc}"

@@ -92,8 +92,14 @@ def cursor_parts(conversation: Conversation, cursor: str) -> tuple[str, dict[str
     return pos, dict(hints)
 
 
+#: The last millisecond a datetime can hold (9999-12-31T23:59:59.999Z).
+MAX_MILLIS = 253_402_300_799_999
+#: Seqs are JSON-safe integers (clients hold them as doubles).
+MAX_SEQ = 2**53
+
+
 def _valid_position(pos: str) -> bool:
-    return len(pos) > 16 and pos[:15].isdigit() and pos[15] == ":"
+    return len(pos) > 16 and pos[:15].isdigit() and pos[15] == ":" and int(pos[:15]) <= MAX_MILLIS
 
 
 def time_position(moment: datetime) -> str:
@@ -146,7 +152,7 @@ def decode_sync_cursor(cursor: str | None) -> dict[str, int]:
     data = decode_cursor(cursor)
     seqs = data.get("s")
     if not isinstance(seqs, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in seqs.items()
+        isinstance(k, str) and isinstance(v, int) and 0 <= v <= MAX_SEQ for k, v in seqs.items()
     ):
         raise Invalid("the cursor is not valid", code="invalid_cursor")
     return dict(seqs)

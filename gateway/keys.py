@@ -12,6 +12,7 @@ from libs.contracts.keys import RedisKeys
 from libs.lifecycle import MONGO, PRODUCER, REDIS
 
 __all__ = [
+    "ATTACHMENTS",
     "AUTHENTICATOR",
     "KEYS",
     "MONGO",
@@ -25,6 +26,7 @@ __all__ = [
 if TYPE_CHECKING:
     from gateway.auth import SessionCache
     from gateway.settings import GatewaySettings
+    from libs.media.attachments import Attachments
 
 SETTINGS: web.AppKey[GatewaySettings] = web.AppKey("settings")
 KEYS = web.AppKey("redis_keys", RedisKeys)
@@ -32,3 +34,5 @@ REQUESTS = web.AppKey("requests", RequestClient)
 SESSION_CACHE: web.AppKey[SessionCache] = web.AppKey("session_cache")
 #: async (request) -> Principal; raises Unauthorized. Set by gateway.auth.
 AUTHENTICATOR: web.AppKey[Callable[[web.Request], Awaitable[Any]]] = web.AppKey("authenticator")
+#: The attachments service (gateway.media opens it).
+ATTACHMENTS: web.AppKey[Attachments] = web.AppKey("attachments")

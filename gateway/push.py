@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from gateway.keys import KEYS, REDIS, SESSION_CACHE, SETTINGS
 from gateway.sockets import RealtimeSettings, SocketHub
 from libs.contracts.keys import RedisKeys
-from libs.group_projection import group_members, user_groups
+from libs.group_projection import group_members, share_a_group, user_groups
 from libs.lifecycle import add_readiness_check
 from libs.logging import get_logger
 from libs.push import connections_of, live_routes, publish_frames
@@ -242,6 +242,19 @@ async def presence_peers(redis: Redis, keys: RedisKeys, user_id: str) -> list[st
         return []
     blocked = await mutual_blocks(redis, keys, user_id, ordered)
     return [p for p in ordered if p not in blocked]
+
+
+async def presence_visible(redis: Redis, keys: RedisKeys, viewer_id: str, user_id: str) -> bool:
+    """Whether `viewer_id` may see `user_id`'s presence: only a contact (a direct
+    conversation between them) or a co-member of a group, and never across a block
+    either way (docs/realtime.md, "Who sees what")."""
+    if viewer_id == user_id:
+        return True
+    if await mutual_blocks(redis, keys, viewer_id, [user_id]):
+        return False
+    if await redis.sismember(keys.contacts(viewer_id), user_id):
+        return True
+    return await share_a_group(redis, keys, viewer_id, user_id)
 
 
 async def push_presence(app: web.Application, user_id: str, online: bool) -> None:

@@ -7,15 +7,29 @@ tolerance, and then moves TAT one emission interval on. A refusal raises
 RateLimited with details {"retry_after_s"}, which gateway.errors turns into 429
 with a Retry-After header.
 
-Limits (env GATEWAY_RATE_*): login and registration, each per client address
-and per (lower-cased) username. Behind a load balancer, list it in
-GATEWAY_RATE_TRUSTED_PROXIES so that X-Forwarded-For names the client. The
-bucket key carries the limit's parameters, so instances configured differently
-never share (and corrupt) a bucket.
+Limits (env GATEWAY_RATE_*):
+
+- registration, per client address and per (lower-cased) username;
+- login attempts per client address (a flood guard), and login *failures* per
+  address (one address spraying passwords across accounts) and per (account,
+  address) (guessing one account's password). Failures are counted after the
+  answer and checked before the next attempt, so a user who types the right
+  password is never slowed by others' failures. There is deliberately no limit
+  per account alone: anyone could then lock a victim out by failing on purpose;
+  an attacker's failures lock out only the attacker's own address;
+- per authenticated user: sending messages (REST and WebSocket share the one
+  send path), group changes (every command to group_service, blocks included)
+  and read marks.
+
+Behind a load balancer, list it in GATEWAY_RATE_TRUSTED_PROXIES so that
+X-Forwarded-For names the client. The bucket key carries the limit's
+parameters, so instances configured differently never share (and corrupt) a
+bucket.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -31,7 +45,8 @@ from libs.contracts.keys import RedisKeys
 from libs.errors import RateLimited
 from libs.settings import load_settings, service_config
 
-# Returns 0 when allowed (and records it), else the milliseconds until it would be.
+# Returns 0 when allowed (and records it, unless ARGV[3] is "peek"), else the
+# milliseconds until it would be.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,6 +56,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local wait = tat - tolerance - now
 if wait > 0 then return wait end
+if ARGV[3] == 'peek' then return 0 end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.max(1, math.ceil(new_tat - now)))
 return 0
@@ -82,12 +98,21 @@ class RateLimitSettings(BaseSettings):
 
     login_per_ip_per_minute: float = Field(3000, gt=0)
     login_per_ip_burst: int = Field(1000, ge=1)
-    login_per_username_per_minute: float = Field(10, gt=0)
-    login_per_username_burst: int = Field(20, ge=1)
+    login_failures_per_ip_per_minute: float = Field(30, gt=0)
+    login_failures_per_ip_burst: int = Field(60, ge=1)
+    login_failures_per_account_ip_per_minute: float = Field(10, gt=0)
+    login_failures_per_account_ip_burst: int = Field(20, ge=1)
     register_per_ip_per_minute: float = Field(1200, gt=0)
     register_per_ip_burst: int = Field(1000, ge=1)
     register_per_username_per_minute: float = Field(5, gt=0)
     register_per_username_burst: int = Field(10, ge=1)
+    #: Per authenticated user. A person types far slower; bots and load tests raise them.
+    send_per_user_per_minute: float = Field(600, gt=0)
+    send_per_user_burst: int = Field(100, ge=1)
+    group_changes_per_user_per_minute: float = Field(60, gt=0)
+    group_changes_per_user_burst: int = Field(60, ge=1)
+    read_marks_per_user_per_minute: float = Field(1200, gt=0)
+    read_marks_per_user_burst: int = Field(200, ge=1)
     #: Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed,
     #: e.g. the load balancer in front of the gateways. Empty: the peer address counts.
     trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
@@ -103,21 +128,43 @@ class RateLimitSettings(BaseSettings):
 @dataclass(frozen=True, slots=True)
 class RateLimits:
     login_per_ip: Limit
-    login_per_username: Limit
+    login_failures_per_ip: Limit
+    login_failures_per_account_ip: Limit
     register_per_ip: Limit
     register_per_username: Limit
+    send_per_user: Limit
+    group_changes_per_user: Limit
+    read_marks_per_user: Limit
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     @classmethod
     def from_settings(cls, s: RateLimitSettings) -> RateLimits:
         return cls(
-            Limit("login_ip", s.login_per_ip_per_minute, s.login_per_ip_burst),
-            Limit("login_user", s.login_per_username_per_minute, s.login_per_username_burst),
-            Limit("register_ip", s.register_per_ip_per_minute, s.register_per_ip_burst),
-            Limit(
+            login_per_ip=Limit("login_ip", s.login_per_ip_per_minute, s.login_per_ip_burst),
+            login_failures_per_ip=Limit(
+                "login_fail_ip", s.login_failures_per_ip_per_minute, s.login_failures_per_ip_burst
+            ),
+            login_failures_per_account_ip=Limit(
+                "login_fail_user_ip",
+                s.login_failures_per_account_ip_per_minute,
+                s.login_failures_per_account_ip_burst,
+            ),
+            register_per_ip=Limit(
+                "register_ip", s.register_per_ip_per_minute, s.register_per_ip_burst
+            ),
+            register_per_username=Limit(
                 "register_user", s.register_per_username_per_minute, s.register_per_username_burst
             ),
-            s.trusted_proxies,
+            send_per_user=Limit("send", s.send_per_user_per_minute, s.send_per_user_burst),
+            group_changes_per_user=Limit(
+                "group_changes",
+                s.group_changes_per_user_per_minute,
+                s.group_changes_per_user_burst,
+            ),
+            read_marks_per_user=Limit(
+                "read_marks", s.read_marks_per_user_per_minute, s.read_marks_per_user_burst
+            ),
+            trusted_proxies=s.trusted_proxies,
         )
 
 
@@ -130,10 +177,12 @@ class RateLimiter:
         self._keys = keys
         self._script = redis.register_script(_GCRA)
 
-    async def hit(self, limit: Limit, subject: str) -> None:
-        """Count one request of `subject` against `limit`; RateLimited when over it."""
+    async def hit(self, limit: Limit, subject: str, *, peek: bool = False) -> None:
+        """Count one request of `subject` against `limit`; RateLimited when over it.
+        `peek` only checks (the bucket is not charged)."""
         key = self._keys.rate_limit(limit.bucket, subject)
-        wait_ms = int(await self._script(keys=[key], args=[limit.interval_ms, limit.tolerance_ms]))
+        args = [limit.interval_ms, limit.tolerance_ms, "peek" if peek else "hit"]
+        wait_ms = int(await self._script(keys=[key], args=args))
         if wait_ms > 0:
             raise RateLimited(
                 "too many attempts; retry later",
@@ -179,10 +228,41 @@ def client_address(request: web.Request, trusted: tuple[IPv4Network | IPv6Networ
 
 
 async def limit_login(request: web.Request, username: str) -> None:
+    """Before a login attempt: the address's flood guard, and its failure buckets."""
     limits = request.app[RATE_LIMITS]
     limiter = request.app[LIMITER]
-    await limiter.hit(limits.login_per_ip, client_address(request, limits.trusted_proxies))
-    await limiter.hit(limits.login_per_username, username.lower())
+    address = client_address(request, limits.trusted_proxies)
+    await limiter.hit(limits.login_per_ip, address)
+    await limiter.hit(limits.login_failures_per_ip, address, peek=True)
+    await limiter.hit(
+        limits.login_failures_per_account_ip, f"{username.lower()}|{address}", peek=True
+    )
+
+
+async def record_login_failure(request: web.Request, username: str) -> None:
+    """After a refused login: charge the address's failure buckets (never over-charges:
+    a bucket already empty is left as it is, and the 401 stands)."""
+    limits = request.app[RATE_LIMITS]
+    limiter = request.app[LIMITER]
+    address = client_address(request, limits.trusted_proxies)
+    for limit, subject in (
+        (limits.login_failures_per_ip, address),
+        (limits.login_failures_per_account_ip, f"{username.lower()}|{address}"),
+    ):
+        with contextlib.suppress(RateLimited):
+            await limiter.hit(limit, subject)
+
+
+async def limit_user(app: web.Application, scope: str, user_id: str) -> None:
+    """Count one action of an authenticated user: scope is "send", "group_changes" or
+    "read_marks"; RateLimited (429 with Retry-After) when over the limit."""
+    limits = app[RATE_LIMITS]
+    limit = {
+        "send": limits.send_per_user,
+        "group_changes": limits.group_changes_per_user,
+        "read_marks": limits.read_marks_per_user,
+    }[scope]
+    await app[LIMITER].hit(limit, user_id)
 
 
 async def limit_registration(request: web.Request, username: str) -> None:

@@ -7,6 +7,9 @@ message id (UUIDv7), publishes SendMessage to messages.commands.v1 keyed by the
 receiver and waits for message_service's reply, which comes once the
 MessageAccepted event is durable in Kafka. The answer is the accepted message
 (the original one, for a retry with the same client_msg_id).
+
+Attachments (`attachment_ids`, uploads of the sender) are bound to the message
+before it is sent and unbound if it is refused (gateway.media).
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway import ratelimit
 from gateway.auth import Principal
 from gateway.keys import REQUESTS, SETTINGS
+from gateway.media import bind_to_message, unbind_from_message
 from gateway.message_access import locate
 from gateway.views import render_views
 from libs.contracts.messages import (
+    ATTACHMENTS_MAX,
     MessageView,
     ReceiverKind,
     ReplyRef,
@@ -33,20 +39,42 @@ from libs.contracts.messages import (
     to_millis,
 )
 from libs.contracts.topics import MESSAGES_COMMANDS
-from libs.errors import Forbidden, Invalid
+from libs.errors import DomainError, Forbidden, Invalid, ReplyTimeout
 from libs.ids import new_id
 
 EntityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
+#: Exactly one receiver, in the schema too (so clients and fuzzers see the rule).
+_ONE_RECEIVER = [
+    {
+        "required": ["to_user_id"],
+        "properties": {"to_user_id": {"type": "string"}, "to_group_id": {"type": "null"}},
+    },
+    {
+        "required": ["to_group_id"],
+        "properties": {"to_group_id": {"type": "string"}, "to_user_id": {"type": "null"}},
+    },
+]
+
+
 class SendMessageBody(BaseModel):
     """POST /v1/messages (and the WebSocket `send` frame's fields)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _ONE_RECEIVER})
 
     to_user_id: EntityId | None = None
     to_group_id: EntityId | None = None
-    content: str = Field(description="1 to 4,000 characters after trimming (configurable)")
+    content: str = Field(
+        "",
+        description="1 to 4,000 characters after trimming (configurable); "
+        "may be empty when the message carries attachments",
+    )
+    attachment_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=ATTACHMENTS_MAX,
+        description="Up to 10 attachments uploaded by the sender (POST /v1/attachments)",
+    )
     client_msg_id: UUID | None = Field(
         None, description="Client-made id: a retry with the same one returns the original"
     )
@@ -72,12 +100,14 @@ async def send_message(
     """Send `body` as `principal`; the accepted message, or a DomainError (4xx/503/504)."""
     if body.sender_id is not None and body.sender_id != principal.user_id:
         raise Forbidden("sender_id must be the authenticated user", code="sender_mismatch")
+    await ratelimit.limit_user(app, "send", principal.user_id)
     kind, receiver_id = receiver_of(body)
     content = body.content.strip()
     limit = app[SETTINGS].message_max_chars
-    if not 1 <= len(content) <= limit:
+    least = 0 if body.attachment_ids else 1
+    if not least <= len(content) <= limit:
         raise Invalid(
-            f"content must be 1 to {limit} characters after trimming",
+            f"content must be {least} to {limit} characters after trimming",
             code="invalid_content",
             details={"length": len(content), "max": limit},
         )
@@ -85,19 +115,39 @@ async def send_message(
     sent_at = body.sent_at
     if sent_at is not None and sent_at.tzinfo is None:
         sent_at = sent_at.replace(tzinfo=UTC)
+    message_id = new_id()
+    attachments = await bind_to_message(
+        app,
+        principal.user_id,
+        body.attachment_ids,
+        message_id,
+        conversation_id(kind, receiver_id, principal.user_id),
+    )
     payload = SendMessagePayload(
-        message_id=new_id(),
+        message_id=message_id,
         sender_id=principal.user_id,
         receiver_kind=kind,
         receiver_id=receiver_id,
         content=content,
+        attachments=attachments,
         client_msg_id=str(body.client_msg_id) if body.client_msg_id else None,
         client_sent_at=from_millis(to_millis(sent_at)) if sent_at else None,
         created_at=from_millis(to_millis(datetime.now(UTC))),
         reply_to=reply,
     )
-    result = await app[REQUESTS].request(MESSAGES_COMMANDS, receiver_id, SendMessage.of(payload))
+    try:
+        result = await app[REQUESTS].request(
+            MESSAGES_COMMANDS, receiver_id, SendMessage.of(payload)
+        )
+    except DomainError as exc:
+        # Refused for good: its references go. A timeout may still be accepted: keep them.
+        if attachments and not isinstance(exc, ReplyTimeout) and exc.status < 500:
+            await unbind_from_message(app, body.attachment_ids, message_id)
+        raise
     view = MessageView.model_validate(result)
+    if attachments and view.id != message_id:
+        # A retry answered with the original message, which holds its own references.
+        await unbind_from_message(app, body.attachment_ids, message_id)
     await render_views(app, principal.user_id, [view])
     return view
 

@@ -13,7 +13,8 @@ trips, not N connections, which the pool could not give within its wait.
 
 Close codes the server uses (documented in docs/realtime.md):
 - 1001 going away (gateway shutdown), 1009 frame too large,
-- 4001 session revoked or expired, 4008 slow consumer (send queue full).
+- 4001 session revoked or expired, 4008 slow consumer (send queue full), 4029 too
+  many connections of this user (the cap is claimed atomically in the registry).
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ from gateway.auth import Principal
 from libs.contracts.keys import RedisKeys
 from libs.ids import new_id
 from libs.logging import get_logger
-from libs.push import CONNECTION_TTL_S, live_routes, route_value
+from libs.push import CLAIM_CONNECTION_LUA, CONNECTION_TTL_S, live_routes, route_value
 
 log = get_logger(__name__)
 
 CLOSE_SESSION_REVOKED = 4001
 CLOSE_SLOW_CONSUMER = 4008
+#: The user already has GATEWAY_WS_MAX_CONNECTIONS_PER_USER sockets (a handshake that
+#: raced past the 429 check and lost the atomic claim in the registry).
+CLOSE_TOO_MANY_CONNECTIONS = 4029
 #: Message ids remembered per socket to drop duplicates.
 RECENT_IDS_KEPT = 4096
 TYPING_INTERVAL_S = 1.0
@@ -233,13 +237,13 @@ class Coalesced:
     pipeline, which carries every call made meanwhile. `run` maps a batch of
     connections to one answer each."""
 
-    def __init__(self, run: Callable[[list[Connection]], Awaitable[list[bool]]]) -> None:
+    def __init__(self, run: Callable[[list[Connection]], Awaitable[list[Any]]]) -> None:
         self._run = run
-        self._waiting: list[tuple[Connection, asyncio.Future[bool]]] = []
+        self._waiting: list[tuple[Connection, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def __call__(self, conn: Connection) -> bool:
-        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def __call__(self, conn: Connection) -> Any:
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((conn, answer))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -273,6 +277,9 @@ class SocketHub:
         self.settings = settings
         self.by_user: dict[str, dict[str, Connection]] = defaultdict(dict)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._claim = redis.register_script(CLAIM_CONNECTION_LUA)
+        #: conn -> None when the user is at the cap (nothing written), else True when
+        #: the user was offline before this socket.
         self.register = Coalesced(self._register_all)
         self.unregister = Coalesced(self._unregister_all)
 
@@ -338,22 +345,22 @@ class SocketHub:
         fields = await self.redis.hgetall(self.keys.user_connections(user_id))
         return len(live_routes(fields))
 
-    async def _register_all(self, conns: list[Connection]) -> list[bool]:
-        """Write each socket's entry; True for each whose user was offline before it
-        (in order: a second socket of one user in the batch sees the first)."""
+    async def _register_all(self, conns: list[Connection]) -> list[bool | None]:
+        """Claim each socket's entry under the per-user cap; for each, None when refused,
+        else True when its user was offline before it (in order: a second socket of one
+        user in the batch sees the first)."""
         value = route_value(self.instance_id)
+        cap = self.settings.max_connections_per_user
+        now = int(time.time())
         async with self.redis.pipeline(transaction=False) as pipe:
             for conn in conns:
-                key = self.keys.user_connections(conn.user_id)
-                pipe.hgetall(key)
-                pipe.hset(key, conn.id, value)
-                pipe.expire(key, CONNECTION_TTL_S)
+                await self._claim(
+                    keys=[self.keys.user_connections(conn.user_id)],
+                    args=[conn.id, value, cap, now, CONNECTION_TTL_S],
+                    client=pipe,
+                )
             results = await pipe.execute()
-        went_online = []
-        for n, conn in enumerate(conns):
-            before = results[3 * n]
-            went_online.append(not {cid for cid in live_routes(before) if cid != conn.id})
-        return went_online
+        return [None if not admitted else live == 0 for admitted, live in results]
 
     async def _unregister_all(self, conns: list[Connection]) -> list[bool]:
         """Remove each socket's entry (and expired ones of its user); True for each

@@ -182,6 +182,9 @@ class GroupHandlers:
             raise NotFound(
                 "some users do not exist", code="user_not_found", details={"user_ids": unknown[:50]}
             )
+        blocked = await self.repo.blocked_either_way(p.owner_id, member_ids)
+        if blocked:
+            raise _cannot_add(blocked)
         at = stored_time(command)
         group = GroupState(p.group_id, name, p.owner_id, at, {p.owner_id: Member("owner", at)})
         group.members.update({user_id: Member("member", at) for user_id in member_ids})
@@ -240,6 +243,8 @@ class GroupHandlers:
             return member_view(p.user_id, group.members[p.user_id])
         if await self.repo.unknown_users([p.user_id]):
             raise NotFound("no such user", code="user_not_found")
+        if await self.repo.blocked_either_way(p.actor_id, [p.user_id]):
+            raise _cannot_add([p.user_id])
         if len(group.members) >= self.max_group_size:
             raise Conflict(
                 f"the group is full ({self.max_group_size} members)",
@@ -453,3 +458,13 @@ class GroupHandlers:
 async def ignore_event(event: Envelope, outbox: Outbox) -> None:
     """users.events.v1 carries events group_service has no use for."""
     return None
+
+
+def _cannot_add(user_ids: list[str]) -> Forbidden:
+    """Adds never cross a block, either way; which side blocks is not said (the
+    blocked side must not learn of it)."""
+    return Forbidden(
+        "these users cannot be added by you",
+        code="cannot_add_user",
+        details={"user_ids": sorted(user_ids)[:50]},
+    )

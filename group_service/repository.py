@@ -342,6 +342,17 @@ class GroupRepository:
     async def blocked_by(self, blocker_id: str) -> set[str]:
         return set(await self.redis.smembers(self.keys.blocks(blocker_id)))
 
+    async def blocked_either_way(self, user_id: str, others: list[str]) -> list[str]:
+        """Those of `others` whom `user_id` blocks or who block `user_id` (one round trip)."""
+        if not others:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.blocks(user_id))
+            for other in others:
+                pipe.sismember(self.keys.blocks(other), user_id)
+            own, *flags = await pipe.execute()
+        return [o for o, flag in zip(others, flags, strict=True) if flag or o in own]
+
     async def blockers_of(self, blocked_id: str) -> list[str]:
         """Who blocks `blocked_id`: a scatter-gather over the blocked_id index."""
         blockers: list[str] = []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import orjson
+
 
 class DomainError(Exception):
     """A failure the caller is told about. `code` is stable, `message` is for humans."""
@@ -48,6 +50,11 @@ class NotFound(DomainError):
     default_code = "not_found"
 
 
+class RequestTimeout(DomainError):
+    status = 408
+    default_code = "request_timeout"
+
+
 class Conflict(DomainError):
     status = 409
     default_code = "conflict"
@@ -84,6 +91,7 @@ _BY_STATUS: dict[int, type[DomainError]] = {
         Unauthorized,
         Forbidden,
         NotFound,
+        RequestTimeout,
         Conflict,
         PayloadTooLarge,
         Invalid,
@@ -98,3 +106,8 @@ def error_from_dict(data: dict[str, Any]) -> DomainError:
     """Rebuild a DomainError from `as_dict()` output (e.g. out of a reply)."""
     cls = _BY_STATUS.get(int(data.get("status", 400)), DomainError)
     return cls(str(data.get("message", "")), code=data.get("code"), details=data.get("details"))
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    """The JSON body of every error answer: {"error": {"code", "message", "details"}}."""
+    return orjson.dumps({"error": {"code": code, "message": message, "details": details or {}}})

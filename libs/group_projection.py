@@ -76,3 +76,14 @@ async def user_groups(redis: Redis, keys: RedisKeys, user_id: str) -> set[str]:
     if not ready:
         raise projection_unavailable()
     return set(group_ids)
+
+
+async def share_a_group(redis: Redis, keys: RedisKeys, user_id: str, other_id: str) -> bool:
+    """Whether the two users are members of at least one common group."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.projection_ready(PROJECTION))
+        pipe.sintercard(2, [keys.user_groups(user_id), keys.user_groups(other_id)], limit=1)
+        ready, common = await pipe.execute()
+    if not ready:
+        raise projection_unavailable()
+    return int(common) > 0

@@ -101,3 +101,33 @@ async def entries_of(
             )
         )
     return entries
+
+
+def inbox_conversation(user_id: str, conversation_id: str) -> str | None:
+    """The inbox's name ("user:<peer>" | "group:<id>") of a conversation id as
+    libs.contracts.messages.conversation_id spells it ("d:<low>:<high>" | "g:<id>")."""
+    kind, _, rest = conversation_id.partition(":")
+    if kind == "g":
+        return f"group:{rest}"
+    low, _, high = rest.partition(":")
+    if user_id == low:
+        return f"user:{high}"
+    if user_id == high:
+        return f"user:{low}"
+    return None
+
+
+async def muted_pairs(
+    redis: Redis, keys: RedisKeys, pairs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The (user_id, conversation_id) pairs whose user muted that conversation (one
+    round trip; conversation ids as libs.contracts.messages.conversation_id spells them)."""
+    named = [(pair, inbox_conversation(*pair)) for pair in pairs]
+    named = [(pair, name) for pair, name in named if name is not None]
+    if not named:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for (user_id, _), name in named:
+            pipe.hget(keys.inbox_entry(user_id, name), "muted")
+        flags = await pipe.execute()
+    return {pair for (pair, _), flag in zip(named, flags, strict=True) if flag == "1"}

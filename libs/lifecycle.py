@@ -4,7 +4,9 @@ Each service is an aiohttp application built by its `create_app(settings)`:
 resources are opened and closed in `cleanup_ctx` entries made here (Redis,
 MongoDB shards, the producer, consumer loops), each registering a readiness
 check. `/healthz` says the process is alive, `/readyz` answers 503 until every
-check passes, `/metrics` is Prometheus.
+check passes, `/metrics` is Prometheus: on the HTTP port, or on a listener of its
+own when the service's `metrics_port` is set (the gateway's default: its API
+port is public).
 
 `serve()` runs the app: SIGTERM or SIGINT stops the consumers first (they finish
 and commit the batch in hand), then flushes the producer, then closes clients,
@@ -27,6 +29,7 @@ from redis.exceptions import RedisError
 
 from libs.bus.consumer import ConsumerLoop
 from libs.bus.producer import Producer
+from libs.http_server import ServiceRunner
 from libs.logging import configure_logging, get_logger
 from libs.metrics import exposition
 from libs.settings import ConfigurationError, ServiceSettings
@@ -47,14 +50,14 @@ STARTED_AT = web.AppKey("started_at", float)
 def create_base_app(
     name: str, *, client_max_size: int = 1024**2, middlewares: tuple[Any, ...] = ()
 ) -> web.Application:
-    """An application with /healthz, /readyz and /metrics and an empty readiness table."""
+    """An application with /healthz and /readyz and an empty readiness table (`serve()`
+    adds /metrics, here or on a listener of its own)."""
     app = web.Application(client_max_size=client_max_size, middlewares=middlewares)
     app[SERVICE_NAME] = name
     app[READINESS] = {}
     app[STARTED_AT] = time.time()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
     return app
 
 
@@ -241,8 +244,21 @@ async def _serve(
     built = app_factory(settings)
     app = await built if asyncio.iscoroutine(built) else built
     assert isinstance(app, web.Application)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds
+    metrics_runner: web.AppRunner | None = None
+    if settings.metrics_port is None:
+        app.router.add_get("/metrics", _metrics)
+    else:
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", _metrics)
+        metrics_runner = ServiceRunner(
+            metrics_app, header_timeout_s=settings.http_header_timeout_s, access_log=None
+        )
+    runner = ServiceRunner(
+        app,
+        header_timeout_s=settings.http_header_timeout_s,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -264,10 +280,29 @@ async def _serve(
         raise ConfigurationError(
             f"cannot listen on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
         ) from None
-    bound = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
+    if metrics_runner is not None:
+        await metrics_runner.setup()
+        metrics_site = web.TCPSite(metrics_runner, settings.metrics_host, settings.metrics_port)
+        try:
+            await metrics_site.start()
+        except OSError as exc:
+            await metrics_runner.cleanup()
+            await runner.cleanup()
+            raise ConfigurationError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                f"{exc.strerror or exc}"
+            ) from None
+    sites = [site] if metrics_runner is None else [site, *metrics_runner.sites]
+    bound = [
+        sock.getsockname()
+        for one in sites
+        for sock in (one._server.sockets if one._server else [])  # type: ignore[union-attr]
+    ]
     log.info("service started", service=service, listening=[f"{h}:{p}" for h, p, *_ in bound])
     await stop.wait()
     log.info("service stopping", service=service)
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     try:
         await runner.cleanup()  # on_shutdown, then cleanup_ctx exits in reverse order
     except Exception:

@@ -50,6 +50,33 @@ def live_routes(fields: dict[str, str], now: float | None = None) -> dict[str, s
     return live
 
 
+#: Atomically: drop the user's expired entries, count the live ones other than
+#: ARGV[1], and write ARGV[1] only while that count is below the cap ARGV[3].
+#: Returns {admitted (0/1), live entries before}. The registry's one writer of a
+#: new entry: a check-then-add over two round trips let racing handshakes of
+#: one user pass the cap together.
+CLAIM_CONNECTION_LUA = """
+local fields = redis.call('HGETALL', KEYS[1])
+local now = tonumber(ARGV[4])
+local live = 0
+for i = 1, #fields, 2 do
+  local id, value = fields[i], fields[i + 1]
+  local expires = tonumber(string.match(value, '|([^|]*)$'))
+  if expires ~= nil and expires <= now then
+    redis.call('HDEL', KEYS[1], id)
+  elseif expires ~= nil and id ~= ARGV[1] then
+    live = live + 1
+  end
+end
+if live >= tonumber(ARGV[3]) then
+  return {0, live}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return {1, live}
+"""
+
+
 async def connections_of(
     redis: Redis, keys: RedisKeys, user_ids: Iterable[str]
 ) -> dict[str, dict[str, str]]:

@@ -64,9 +64,18 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(0, ge=0, le=65535)
+    #: Where /metrics is served: on a listener of its own when set (the gateway's
+    #: API port is public, so its metrics are not on it), else on the HTTP port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(None, ge=0, le=65535)
     #: How long a service keeps trying to reach Kafka at start before it gives up.
     kafka_connect_timeout_s: float = Field(
         30.0, gt=0, validation_alias=_shared("KAFKA_CONNECT_TIMEOUT_S")
+    )
+    #: A client must send a request's line and headers within this many seconds of
+    #: connecting or of the previous response (slowloris); also the keep-alive idle limit.
+    http_header_timeout_s: float = Field(
+        15.0, gt=0, le=3600, validation_alias=_shared("HTTP_HEADER_TIMEOUT_S")
     )
     #: Seconds a SIGTERM'd service waits for in-flight work before it gives up.
     shutdown_grace_seconds: float = Field(10.0, gt=0)

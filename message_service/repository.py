@@ -142,6 +142,7 @@ def stamp(command: LogCommand, seq: int, created_ms: int, *, dseq: int | None = 
         created_at=from_millis(created_ms),
         reply_to=command.reply_to,
         dseq=dseq,
+        attachments=command.attachments,
     )
 
 
@@ -172,6 +173,7 @@ def ledger_document(key: str, message: LogRecord) -> dict[str, Any]:
         "created_at": message.created_at,
         "dseq": message.dseq,
         "reply_to": message.reply_to.model_dump() if message.reply_to else None,
+        "attachments": [a.model_dump() for a in message.attachments],
     }
 
 
@@ -190,6 +192,7 @@ def accepted_from_ledger(doc: dict[str, Any]) -> LogRecord:
         created_at=doc["created_at"],
         dseq=doc.get("dseq"),
         reply_to=doc.get("reply_to"),
+        attachments=tuple(doc.get("attachments") or ()),
     )
 
 

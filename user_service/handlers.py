@@ -157,21 +157,21 @@ async def handle_update_profile(
     repo = accounts.repository
     new_hash: str | None = None
     if p.new_password is not None:
-        stored = await repo.password_hash(p.user_id)
-        if stored is None:
+        user = await repo.load_user(p.user_id)
+        if user is None or user.deleted:
             raise NotFound("the account does not exist", code="user_not_found")
-        current_ok = p.current_password is not None and await accounts.passwords.verify(
-            stored, p.current_password
-        )
-        if not current_ok:
-            # A redelivery of a change that was already applied: the new password
-            # is the stored one, so the change stands and is answered again.
-            if not await accounts.passwords.verify(stored, p.new_password):
-                raise Forbidden("the current password is wrong", code="wrong_password")
-            new_hash = stored
+        if user.password_change_id == command.id:
+            # A redelivery of this very change, already applied: answered again.
+            new_hash = user.password_hash
+        elif p.current_password is None or not await accounts.passwords.verify(
+            user.password_hash, p.current_password
+        ):
+            raise Forbidden("the current password is wrong", code="wrong_password")
         else:
             new_hash = await accounts.passwords.hash(p.new_password)
-    user = await repo.update_user(p.user_id, display_name=p.display_name, password_hash=new_hash)
+    user = await repo.update_user(
+        p.user_id, display_name=p.display_name, password_hash=new_hash, change_id=command.id
+    )
     if user is None:
         raise NotFound("the account does not exist", code="user_not_found")
     await repo.project(user)
@@ -194,8 +194,18 @@ async def handle_update_profile(
 async def handle_delete_user(
     command: DeleteUser, outbox: Outbox, accounts: Accounts
 ) -> dict[str, str]:
-    user_id = command.payload.user_id
+    p = command.payload
+    user_id = p.user_id
     repo = accounts.repository
+    existing = await repo.load_user(user_id)
+    if existing is None:
+        raise NotFound("the account does not exist", code="user_not_found")
+    if not existing.deleted and (
+        p.current_password is None
+        or not await accounts.passwords.verify(existing.password_hash, p.current_password)
+    ):
+        raise Forbidden("the current password is wrong", code="wrong_password")
+    # Already deleted: a redelivery, whose effects below are idempotent and run again.
     user = await repo.mark_deleted(user_id, _millis(command.occurred_at))
     if user is None:
         raise NotFound("the account does not exist", code="user_not_found")

@@ -75,6 +75,8 @@ class UserRecord:
     created_at: datetime
     password_hash: str
     deleted: bool = False
+    #: The id of the command that last changed the password (answers its redelivery).
+    password_change_id: str | None = None
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> UserRecord:
@@ -88,6 +90,7 @@ class UserRecord:
             created_at=created_at,
             password_hash=doc["password_hash"],
             deleted=bool(doc.get("deleted", False)),
+            password_change_id=doc.get("password_change_id"),
         )
 
     def profile(self) -> dict[str, Any]:
@@ -165,14 +168,21 @@ class UserRepository:
         return UserRecord.from_document(doc) if doc else None
 
     async def update_user(
-        self, user_id: str, *, display_name: str | None, password_hash: str | None
+        self,
+        user_id: str,
+        *,
+        display_name: str | None,
+        password_hash: str | None,
+        change_id: str | None = None,
     ) -> UserRecord | None:
-        """Apply a profile change to a live account; None when it is gone."""
+        """Apply a profile change to a live account; None when it is gone. A password
+        change records `change_id`, the command's id, so its redelivery is recognised."""
         changes: dict[str, Any] = {}
         if display_name is not None:
             changes["display_name"] = display_name
         if password_hash is not None:
             changes["password_hash"] = password_hash
+            changes["password_change_id"] = change_id
         users = self.shards.collection_for(user_id, USERS)
         if not changes:
             doc = await users.find_one({"_id": user_id, "deleted": False})

@@ -5,8 +5,9 @@ docker-compose; see DEBIAN_PACKAGES; installed with apt-get when missing),
 PostgreSQL's server (Debian's `postgresql` when no /usr/lib/postgresql/*/bin/postgres
 is installed), Kafka's broker jars in
 deploy/kafka/target/libs (`mvn package`, redone when pom.xml is newer than the
-last successful build) and deploy/ferretdb/ferretdb-local (`go build`, redone
-when main.go, go.mod or go.sum is newer than the binary).
+last successful build), S3Proxy's jars in deploy/s3proxy/target/libs (the same
+way) and deploy/ferretdb/ferretdb-local (`go build`, redone when main.go, go.mod
+or go.sum is newer than the binary).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from deploy.local.stack import (
     FERRETDB_BINARY,
     KAFKA_LIBS,
     REPO_ROOT,
+    S3PROXY_LIBS,
     Report,
     StackError,
     postgres_bin,
@@ -29,6 +31,8 @@ from deploy.local.stack import (
 
 KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_STAMP = KAFKA_LIBS.parent / ".libs.stamp"
+S3PROXY_POM = REPO_ROOT / "deploy" / "s3proxy" / "pom.xml"
+S3PROXY_STAMP = S3PROXY_LIBS.parent / ".libs.stamp"
 FERRETDB_SOURCES = tuple(FERRETDB_BINARY.parent / n for n in ("main.go", "go.mod", "go.sum"))
 MIN_JAVA = 17  # Kafka 4.x brokers need Java 17
 
@@ -40,6 +44,7 @@ def setup(report: Report = print) -> None:
     _ensure_postgresql(report)
     _check_java(report)
     _build_kafka(report)
+    _build_s3proxy(report)
     _build_ferretdb(report)
     report(f"setup done in {time.monotonic() - started:.1f} s")
 
@@ -85,6 +90,8 @@ DEBIAN_PACKAGES = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "docker-compose": "docker-compose",
+    # The load balancer in front of the gateways in cluster mode (deploy/local/cluster.py).
+    "haproxy": "haproxy",
 }
 
 
@@ -100,11 +107,14 @@ def _ensure_debian_packages(report: Report) -> None:
         raise StackError(f"{names} not installed; run: sudo apt-get install -y {names}")
     # RUNLEVEL=1 keeps the package's init script from starting a system-wide redis on 6379.
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    # Other apt users on the machine (unattended upgrades, a parallel setup) hold dpkg's
+    # lock for a while: wait for it rather than fail.
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    install = [*apt, "install", "-y", "-q", "--no-install-recommends", *missing]
     report(f"{names}: installing with apt-get")
     if subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False).returncode != 0:
         report(f"{names}: install failed, refreshing the package lists and retrying")
-        _run(["apt-get", "update", "-q"], "apt-get update", report, env=env)
+        _run([*apt, "update", "-q"], "apt-get update", report, env=env)
         _run(install, f"apt-get install {names}", report, env=env)
     still = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
     if still:
@@ -165,6 +175,18 @@ def _build_kafka(report: Report) -> None:
     if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
         raise StackError(f"mvn package produced no kafka_2.13 jar in {KAFKA_LIBS}")
     KAFKA_STAMP.touch()
+
+
+def _build_s3proxy(report: Report) -> None:
+    if S3PROXY_STAMP.exists() and S3PROXY_STAMP.stat().st_mtime >= S3PROXY_POM.stat().st_mtime:
+        report("s3proxy jars: up to date (deploy/s3proxy/target/libs)")
+        return
+    mvn = _require("mvn", "to fetch the S3Proxy jars")
+    report("s3proxy jars: mvn package (S3Proxy 2.6.0 from Maven Central)")
+    _run([mvn, "-q", "-B", "-f", str(S3PROXY_POM), "package"], "mvn package (s3proxy)", report)
+    if not any(S3PROXY_LIBS.glob("s3proxy-*.jar")):
+        raise StackError(f"mvn package produced no s3proxy jar in {S3PROXY_LIBS}")
+    S3PROXY_STAMP.touch()
 
 
 def _build_ferretdb(report: Report) -> None:

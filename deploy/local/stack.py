@@ -1,4 +1,5 @@
-"""The local stack: Redis, a KRaft Kafka broker, PostgreSQL and two FerretDB shards on it.
+"""The local stack: Redis, a KRaft Kafka broker, PostgreSQL with two FerretDB shards on it,
+and the attachment store (S3Proxy, an S3 API over a directory) as background processes.
 
 Owns everything under the state directory (`.local/` at the repository root,
 LOCAL_STACK_DIR to move it): data, logs (`logs/<component>.log`), pidfiles
@@ -14,6 +15,7 @@ once by LOCAL_PORT_OFFSET:
     postgres         25432         LOCAL_POSTGRES_PORT
     ferretdb-shard0  27117         LOCAL_FERRETDB_SHARD0_PORT
     ferretdb-shard1  27118         LOCAL_FERRETDB_SHARD1_PORT
+    s3proxy          19000         LOCAL_S3_PORT
 
 Each FerretDB shard stores its data in a PostgreSQL database of its own
 (`shard0`, `shard1`) on the one PostgreSQL server, which runs as the `postgres`
@@ -25,7 +27,7 @@ selects PostgreSQL too.
 
 `up` is idempotent: what already runs and answers is left alone; it returns
 once every component answers a real request (Redis PING, Kafka metadata through
-aiokafka's admin client, MongoDB `ping`) and the domain topics exist.
+aiokafka's admin client, MongoDB `ping`, an S3 ListBuckets) and the domain topics exist.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_LIBS = REPO_ROOT / "deploy" / "kafka" / "target" / "libs"
 KAFKA_LOG4J2 = REPO_ROOT / "deploy" / "kafka" / "log4j2.properties"
 FERRETDB_BINARY = REPO_ROOT / "deploy" / "ferretdb" / "ferretdb-local"
+S3PROXY_LIBS = REPO_ROOT / "deploy" / "s3proxy" / "target" / "libs"
+S3PROXY_LOGBACK = REPO_ROOT / "deploy" / "s3proxy" / "logback.xml"
+#: Credentials of the local S3 store only (it listens on 127.0.0.1); production
+#: reads its own from S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY.
+LOCAL_S3_ACCESS_KEY = "messenger-local"
+LOCAL_S3_SECRET_KEY = "messenger-local-secret"
 HOST = "127.0.0.1"
 
 DEFAULT_PORTS: Mapping[str, int] = {
@@ -61,6 +69,7 @@ DEFAULT_PORTS: Mapping[str, int] = {
     "LOCAL_POSTGRES_PORT": 25432,
     "LOCAL_FERRETDB_SHARD0_PORT": 27117,
     "LOCAL_FERRETDB_SHARD1_PORT": 27118,
+    "LOCAL_S3_PORT": 19000,
 }
 DEFAULT_TIMEOUT_S = 90.0
 FERRETDB_SHARDS = ("shard0", "shard1")
@@ -87,16 +96,19 @@ class Endpoints:
     redis_url: str
     kafka_bootstrap: str
     mongo_shards: tuple[str, ...]
+    s3_endpoint: str
     #: The PostgreSQL database under each FerretDB shard, in MONGO_SHARDS order.
     shard_sql_urls: tuple[str, ...] = ()
 
     def as_env(self) -> dict[str, str]:
-        """The shared service settings (libs/settings.py) that point at this stack."""
+        """The shared service settings (libs/settings.py, libs/media/settings.py) that
+        point at this stack."""
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "REDIS_URL": self.redis_url,
             "MONGO_SHARDS": ",".join(self.mongo_shards),
             "MONGO_SHARDS_SQL": ",".join(self.shard_sql_urls),
+            "S3_ENDPOINT_URL": self.s3_endpoint,
         }
 
 
@@ -131,6 +143,7 @@ class StackConfig:
                 f"mongodb://{HOST}:{self.ports[_shard_port_env(s)]}/" for s in FERRETDB_SHARDS
             ),
             shard_sql_urls=tuple(self.postgres_url(s) for s in FERRETDB_SHARDS),
+            s3_endpoint=f"http://{HOST}:{self.ports['LOCAL_S3_PORT']}",
         )
 
     def postgres_url(self, database: str) -> str:
@@ -214,10 +227,15 @@ def components(config: StackConfig) -> list[Component]:
                 str(p["LOCAL_REDIS_PORT"]),
                 "--bind",
                 HOST,
+                # Sessions, projections and caches survive a restart: an append-only
+                # file, written before each reply and fsynced once a second (the
+                # production setting in docs/deployment.md); no RDB snapshots.
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(redis_dir),
                 "--daemonize",
@@ -303,7 +321,49 @@ def components(config: StackConfig) -> list[Component]:
                 requires=("postgres",),
             )
         )
+    s3_dir = config.state_dir / "s3proxy"
+    s3_props = s3_dir / "s3proxy.conf"
+    result.append(
+        Component(
+            name="s3proxy",
+            ports=((p["LOCAL_S3_PORT"], "LOCAL_S3_PORT"),),
+            argv=(
+                "java",
+                "-Xms64m",
+                "-Xmx384m",
+                "-Djava.awt.headless=true",
+                f"-Dlogback.configurationFile={S3PROXY_LOGBACK}",
+                "-cp",
+                f"{S3PROXY_LIBS}/*",
+                "org.gaul.s3proxy.Main",
+                "--properties",
+                str(s3_props),
+            ),
+            probe=lambda: _probe_s3(p["LOCAL_S3_PORT"]),
+            needs=(S3PROXY_LIBS / "s3proxy-2.6.0.jar",),
+            prepare=lambda _report: _prepare_s3proxy(config, s3_dir, s3_props),
+        )
+    )
     return result
+
+
+def _prepare_s3proxy(config: StackConfig, s3_dir: Path, props: Path) -> None:
+    data_dir = s3_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    props.write_text(
+        "\n".join(
+            [
+                "# Generated by deploy/local on every start; edit deploy/local/stack.py instead.",
+                f"s3proxy.endpoint=http://{HOST}:{config.ports['LOCAL_S3_PORT']}",
+                "s3proxy.authorization=aws-v2-or-v4",
+                f"s3proxy.identity={LOCAL_S3_ACCESS_KEY}",
+                f"s3proxy.credential={LOCAL_S3_SECRET_KEY}",
+                "jclouds.provider=filesystem",
+                f"jclouds.filesystem.basedir={data_dir}",
+                "",
+            ]
+        )
+    )
 
 
 def select(config: StackConfig, names: Sequence[str] | None) -> list[Component]:
@@ -532,6 +592,25 @@ def _probe_ferretdb(port: int) -> None:
     )
     try:
         client.admin.command("ping")
+    finally:
+        client.close()
+
+
+def _probe_s3(port: int) -> None:
+    """A signed ListBuckets must be answered 200 (an unsigned one is a 403 from any S3)."""
+    import botocore.session
+    from botocore.config import Config
+
+    client = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=f"http://{HOST}:{port}",
+        aws_access_key_id=LOCAL_S3_ACCESS_KEY,
+        aws_secret_access_key=LOCAL_S3_SECRET_KEY,
+        region_name="us-east-1",
+        config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
+    )
+    try:
+        client.list_buckets()
     finally:
         client.close()
 
@@ -848,7 +927,7 @@ def endpoints() -> Endpoints:
 
 
 def env_lines(environ: Mapping[str, str] | None = None) -> list[str]:
-    """KEY=value lines for the services (honcho's env file, `eval` in make); set values win."""
+    """KEY=value lines for the services (`eval` in make); set values win."""
     import shlex
 
     env = os.environ if environ is None else environ

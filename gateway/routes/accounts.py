@@ -37,7 +37,7 @@ from libs.contracts.users import (
     UpdateProfilePayload,
     UserProfile,
 )
-from libs.errors import NotFound
+from libs.errors import NotFound, Unauthorized
 from libs.ids import new_id
 from libs.projections import user_id_for_username, user_profile
 
@@ -164,7 +164,12 @@ async def login(request: web.Request, body: Credentials) -> SessionOpened:
     command = Login.of(
         LoginPayload(username=username, password=body.password, client_ip=request.remote)
     )
-    return SessionOpened.model_validate(await _ask(request, username, command))
+    try:
+        opened = await _ask(request, username, command)
+    except Unauthorized:
+        await ratelimit.record_login_failure(request, username)
+        raise
+    return SessionOpened.model_validate(opened)
 
 
 @routes.delete("/v1/sessions/current", status=204, summary="Log out")
@@ -219,13 +224,27 @@ async def update_me(request: web.Request, principal: Principal, body: ProfileCha
     return profile
 
 
-@routes.delete("/v1/users/me", status=204, summary="Delete my account", errors=(404,))
-async def delete_me(request: web.Request, principal: Principal) -> None:
-    """Deletes the account: every session is revoked, the profile disappears (404 to
-    others), the username is released, and other services are told (UserDeleted)."""
-    await _ask(
-        request, principal.user_id, DeleteUser.of(DeleteUserPayload(user_id=principal.user_id))
-    )
+class AccountDeletion(BaseModel):
+    """Deleting an account needs its password again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=128)
+
+
+@routes.delete(
+    "/v1/users/me",
+    body=AccountDeletion,
+    status=204,
+    summary="Delete my account",
+    errors=(403, 404, 422),
+)
+async def delete_me(request: web.Request, principal: Principal, body: AccountDeletion) -> None:
+    """Deletes the account once `current_password` is confirmed (403 when wrong): every
+    session is revoked, the profile disappears (404 to others), the username is
+    released, and other services are told (UserDeleted)."""
+    payload = DeleteUserPayload(user_id=principal.user_id, current_password=body.current_password)
+    await _ask(request, principal.user_id, DeleteUser.of(payload))
     request.app[SESSION_CACHE].forget_user(principal.user_id)
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from gateway import ratelimit
 from gateway.api import Routes
 from gateway.auth import Principal
 from gateway.keys import KEYS, REDIS, REQUESTS
@@ -120,7 +121,13 @@ def _path_id(request: web.Request, name: str, what: str) -> str:
 
 
 async def _ask(request: web.Request, key: str, command: Envelope) -> dict[str, Any]:
-    """Send `command` to group_service and wait for its answer (or its DomainError)."""
+    """Send `command` to group_service and wait for its answer (or its DomainError).
+    Every group change counts against its actor's limit (429 past it)."""
+    payload = command.payload
+    actor = getattr(payload, "actor_id", None) or getattr(payload, "owner_id", None)
+    actor = actor or getattr(payload, "blocker_id", None)
+    if isinstance(actor, str):
+        await ratelimit.limit_user(request.app, "group_changes", actor)
     return await request.app[REQUESTS].request(GROUPS_COMMANDS, key, command)
 
 
@@ -133,7 +140,7 @@ async def _ask(request: web.Request, key: str, command: Envelope) -> dict[str, A
     response=GroupView,
     status=201,
     summary="Create a group (the caller is its owner)",
-    errors=(404, 409),
+    errors=(404, 409, 429),
 )
 async def create_group(
     request: web.Request, principal: Principal, body: CreateGroupBody
@@ -247,7 +254,7 @@ async def read_group_view(request: web.Request, viewer_id: str, group_id: str) -
     body=RenameGroupBody,
     response=GroupView,
     summary="Rename a group (owner or admin)",
-    errors=(403, 404),
+    errors=(403, 404, 429),
 )
 async def rename_group(
     request: web.Request, principal: Principal, body: RenameGroupBody
@@ -263,7 +270,7 @@ async def rename_group(
 
 
 @routes.delete(
-    "/v1/groups/{group_id}", status=204, summary="Delete a group (owner)", errors=(403, 404)
+    "/v1/groups/{group_id}", status=204, summary="Delete a group (owner)", errors=(403, 404, 429)
 )
 async def delete_group(request: web.Request, principal: Principal) -> None:
     group_id = _path_id(request, "group_id", "group")
@@ -275,7 +282,7 @@ async def delete_group(request: web.Request, principal: Principal) -> None:
     "/v1/groups/{group_id}/members/{user_id}",
     response=MemberView,
     summary="Add a member (owner or admin); adding a member again is not an error",
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 429),
 )
 async def add_member(request: web.Request, principal: Principal) -> MemberView:
     group_id = _path_id(request, "group_id", "group")
@@ -294,7 +301,7 @@ async def add_member(request: web.Request, principal: Principal) -> MemberView:
         "An owner who leaves hands ownership to the longest-standing admin, else the "
         "longest-standing member; the last member leaving deletes the group."
     ),
-    errors=(403, 404),
+    errors=(403, 404, 429),
 )
 async def remove_member(request: web.Request, principal: Principal) -> None:
     group_id = _path_id(request, "group_id", "group")
@@ -310,7 +317,7 @@ async def remove_member(request: web.Request, principal: Principal) -> None:
     body=ChangeRoleBody,
     response=MemberView,
     summary="Make a member an admin or a plain member (owner)",
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 429),
 )
 async def change_role(
     request: web.Request, principal: Principal, body: ChangeRoleBody
@@ -340,7 +347,7 @@ def _block_target(request: web.Request, principal: Principal) -> str:
     status=204,
     summary="Block a user (one-way, idempotent)",
     description="Their messages to you are rejected from the moment this answers.",
-    errors=(404, 422),
+    errors=(404, 422, 429),
 )
 async def block_user(request: web.Request, principal: Principal) -> None:
     blocked_id = _block_target(request, principal)
@@ -349,7 +356,10 @@ async def block_user(request: web.Request, principal: Principal) -> None:
 
 
 @routes.delete(
-    "/v1/blocks/{user_id}", status=204, summary="Unblock a user (idempotent)", errors=(404, 422)
+    "/v1/blocks/{user_id}",
+    status=204,
+    summary="Unblock a user (idempotent)",
+    errors=(404, 422, 429),
 )
 async def unblock_user(request: web.Request, principal: Principal) -> None:
     blocked_id = _block_target(request, principal)

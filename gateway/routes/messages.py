@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api import Routes
 from gateway.auth import Principal
@@ -31,6 +31,7 @@ from gateway.keys import KEYS, REDIS
 from gateway.sending import EntityId, SendMessageBody, send_message
 from gateway.status import annotate_status
 from gateway.views import render_views
+from gateway.visibility import blocked_by, visible_to
 from libs.contracts.conversations import EventView
 from libs.contracts.messages import MessageView
 from libs.errors import Invalid, NotFound, Unavailable
@@ -41,16 +42,35 @@ USERS_PROJECTION = "users"
 GROUPS_PROJECTION = "groups"
 
 
+#: Cursors are unpadded base64url (gateway/history.py): URL-safe as they are.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]*$"
+
+
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     with_user: EntityId | None = Field(None, description="The other user of a direct chat")
     group: EntityId | None = Field(None, description="A group the caller is a member of")
-    before: str | None = Field(None, max_length=512, description="Cursor: older than this")
-    after: str | None = Field(None, max_length=512, description="Cursor: newer than this")
+    before: str | None = Field(
+        None, max_length=512, pattern=CURSOR_PATTERN, description="Cursor: older than this"
+    )
+    after: str | None = Field(
+        None, max_length=512, pattern=CURSOR_PATTERN, description="Cursor: newer than this"
+    )
     since: datetime | None = Field(None, description="ISO 8601, inclusive")
     until: datetime | None = Field(None, description="ISO 8601, exclusive")
     limit: int = Field(50, ge=1, le=100)
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc_range(cls, value: datetime | None) -> datetime | None:
+        """A time is compared in UTC: one that falls outside years 1-9999 there is invalid."""
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC) if value.tzinfo is not None else value
+        except OverflowError:
+            raise ValueError("the time is outside the supported range once in UTC") from None
 
 
 class HistoryPage(BaseModel):
@@ -67,7 +87,7 @@ class HistoryPage(BaseModel):
 class SyncQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cursor: str | None = Field(None, max_length=65_536)
+    cursor: str | None = Field(None, max_length=65_536, pattern=CURSOR_PATTERN)
     limit: int = Field(100, ge=1, le=500)
 
 
@@ -89,7 +109,7 @@ class SyncPage(BaseModel):
     response=MessageView,
     status=201,
     summary="Send a message to a user or a group",
-    errors=(403, 404),
+    errors=(403, 404, 429),
 )
 async def post_message(
     request: web.Request, principal: Principal, body: SendMessageBody
@@ -143,6 +163,8 @@ async def get_history(
     request: web.Request, principal: Principal, query: HistoryQuery
 ) -> HistoryPage:
     """A direct conversation (with_user) merges both directions; a group's is its log.
+    Give exactly one of with_user and group, at most one of before and after, and
+    since earlier than until (422 otherwise).
     Pages are stable under concurrent sends: no message skipped or repeated."""
     if query.before is not None and query.after is not None:
         raise Invalid("give at most one of before and after", code="invalid_cursor")
@@ -168,10 +190,9 @@ async def get_history(
         ascending=ascending,
         hints=hints,
     )
-    await annotate_status(request.app, principal.user_id, page.messages)
-    await render_views(request.app, principal.user_id, page.messages)
     next_cursor = prev_cursor = None
     if page.messages:
+        # The page's edges, before a block hides some of its messages: paging goes on.
         newest, oldest = page.messages[0], page.messages[-1]
         next_edge, prev_edge = (newest, oldest) if ascending else (oldest, newest)
         # next continues the page's direction, prev goes the other way.
@@ -181,8 +202,14 @@ async def get_history(
         prev_cursor = history_cursor(
             conversation, prev_edge, page.hints(prev_edge, downward=ascending)
         )
+    shown = page.messages
+    if query.group is not None:
+        blocked = await blocked_by(request.app[REDIS], request.app[KEYS], principal.user_id)
+        shown = visible_to(page.messages, blocked)
+    await annotate_status(request.app, principal.user_id, shown)
+    await render_views(request.app, principal.user_id, shown)
     return HistoryPage(
-        messages=page.messages,
+        messages=shown,
         next_cursor=next_cursor,
         prev_cursor=prev_cursor,
         has_more=page.has_more,
@@ -207,11 +234,11 @@ async def get_sync(request: web.Request, principal: Principal, query: SyncQuery)
     if not ready:
         raise Unavailable("group data is being rebuilt; retry shortly")
     receivers = [principal.user_id, *sorted(groups)]
-    blocked = await redis.smembers(keys.blocks(principal.user_id))
+    blocked = await blocked_by(redis, keys, principal.user_id)
     entries, advanced, more = await read_sync(
         request.app, receivers, seqs, query.limit, hidden_actors=blocked
     )
-    messages = [e for e in entries if isinstance(e, MessageView)]
+    messages = visible_to([e for e in entries if isinstance(e, MessageView)], blocked)
     events = [e for e in entries if isinstance(e, EventView)]
     await annotate_status(request.app, principal.user_id, messages)
     await render_views(request.app, principal.user_id, messages)

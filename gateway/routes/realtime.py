@@ -33,11 +33,12 @@ from gateway.keys import KEYS, MONGO, REDIS
 from gateway.push import (
     HUB,
     REALTIME_SETTINGS,
-    mutual_blocks,
     presence_of,
+    presence_visible,
     setup_realtime,
 )
 from gateway.settings import GatewaySettings
+from gateway.sockets import CLOSE_TOO_MANY_CONNECTIONS
 from gateway.ws import dispatch
 from gateway.ws import presence as presence_frames
 from gateway.ws.frames import error_frame
@@ -152,6 +153,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             log.warning("socket register failed", error=f"{type(exc).__name__}: {exc}")
             await conn.close(WSCloseCode.INTERNAL_ERROR, "registry unavailable; retry")
             return ws
+        if went_online is None:  # lost the atomic claim to a concurrent handshake
+            await conn.close(CLOSE_TOO_MANY_CONNECTIONS, "too many open connections")
+            return ws
         conn.send_frame({"type": "hello", "connection_id": conn.id, "user_id": principal.user_id})
         await _safely(presence_frames.socket_opened(request.app, conn, went_online))
         async for msg in ws:
@@ -209,7 +213,7 @@ async def create_ws_ticket(request: web.Request, principal: Principal) -> Ticket
     body=ReadBody,
     response=WatermarkView,
     summary="Mark a direct conversation read up to a seq (of the caller's inbox)",
-    errors=(404,),
+    errors=(404, 429),
 )
 async def read_direct(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     peer = request.match_info["user_id"]
@@ -221,7 +225,7 @@ async def read_direct(request: web.Request, principal: Principal, body: ReadBody
     body=ReadBody,
     response=WatermarkView,
     summary="Mark a group conversation read up to a seq (of the group's log)",
-    errors=(404,),
+    errors=(404, 429),
 )
 async def read_group(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     group_id = request.match_info["group_id"]
@@ -282,17 +286,16 @@ async def message_receipts(request: web.Request, principal: Principal) -> Receip
 @routes.get(
     "/v1/presence/{user_id}",
     response=PresenceView,
-    summary="Whether a user is online, or when it was last seen",
+    summary="Whether a contact is online, or when it was last seen",
+    errors=(404,),
 )
 async def presence(request: web.Request, principal: Principal) -> PresenceView:
+    """Visible to contacts only: a user with a direct conversation with the caller or a
+    group in common, and not blocked either way; anyone else is 404."""
     user_id = request.match_info["user_id"]
-    if len(user_id) > 64:
-        raise NotFound("no such user", code="user_not_found")
     redis, keys = request.app[REDIS], request.app[KEYS]
-    if user_id != principal.user_id and await mutual_blocks(
-        redis, keys, principal.user_id, [user_id]
-    ):
-        return PresenceView(user_id=user_id, online=False, last_seen=None)
+    if len(user_id) > 64 or not await presence_visible(redis, keys, principal.user_id, user_id):
+        raise NotFound("no such contact", code="presence_not_visible")
     online, last_seen = await presence_of(redis, keys, user_id)
     return PresenceView(user_id=user_id, online=online, last_seen=None if online else last_seen)
 

@@ -11,6 +11,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import Field
 
+from gateway import ratelimit
 from gateway.auth import Principal
 from gateway.keys import KEYS, PRODUCER, REDIS, REQUESTS
 from gateway.sockets import Connection
@@ -70,6 +71,7 @@ async def read(
     app: web.Application, reader_id: str, kind: str, target: str, seq: int, *, wait_reply: bool
 ) -> WatermarkView | None:
     """Mark a conversation read up to `seq` (of the reader's inbox, or the group's log)."""
+    await ratelimit.limit_user(app, "read_marks", reader_id)
     if kind == "group":
         await require_member(app, target, reader_id)
         return await advance(

@@ -14,6 +14,7 @@ from gateway.history import read_sync
 from gateway.keys import KEYS, REDIS
 from gateway.sockets import Connection
 from gateway.views import render_views
+from gateway.visibility import blocked_by, visible_to
 from gateway.ws.frames import ClientFrame, FrameHandler
 from libs.contracts.messages import MessageView
 from libs.group_projection import user_groups
@@ -35,7 +36,7 @@ async def on_resume(
     app: web.Application, conn: Connection, principal: Principal, frame: ResumeFrame
 ) -> None:
     groups = await user_groups(app[REDIS], app[KEYS], principal.user_id)
-    blocked = await app[REDIS].smembers(app[KEYS].blocks(principal.user_id))
+    blocked = await blocked_by(app[REDIS], app[KEYS], principal.user_id)
     receivers = [principal.user_id, *sorted(groups)]
     seqs = {r: frame.seqs.get(r, 0) for r in receivers}
     conn.held = []
@@ -46,6 +47,8 @@ async def on_resume(
             page, seqs, more = await read_sync(
                 app, receivers, seqs, RESUME_PAGE, hidden_actors=blocked
             )
+            # The blocked users' group messages stay out, as in GET /v1/sync.
+            page = [e for e in page if not isinstance(e, MessageView) or visible_to([e], blocked)]
             messages = [e for e in page if isinstance(e, MessageView)]
             await render_views(app, principal.user_id, messages)
             for entry in page:

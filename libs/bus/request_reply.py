@@ -39,8 +39,12 @@ class RequestClient:
         namespace: str,
         instance_id: str,
         default_timeout_s: float = 10.0,
+        replication: int = 1,
     ) -> None:
         self.producer = producer
+        #: The reply topic's replication factor: with 1, losing the broker that holds
+        #: it stops every request of this gateway until that broker is back.
+        self._replication = replication
         self.reply_topic = namespaced(GATEWAY_REPLIES_PREFIX + instance_id, namespace)
         self.default_timeout_s = default_timeout_s
         self._bootstrap = bootstrap
@@ -53,6 +57,7 @@ class RequestClient:
             self._bootstrap,
             [self.reply_topic],
             partitions=1,
+            replication=self._replication,
             config={"retention.ms": str(10 * 60 * 1000)},
         )
         consumer = AIOKafkaConsumer(

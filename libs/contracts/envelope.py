@@ -22,15 +22,21 @@ from libs.ids import new_id
 
 
 class Payload(BaseModel):
-    """Base of every command/event payload: immutable, unknown fields rejected."""
+    """Base of every command/event payload: immutable; unknown fields are ignored.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Records are read by other services, which may run an older build during a
+    rolling deploy: a field a newer writer added must not send the record to the
+    DLQ. Only the API edge (the gateway's request models) refuses unknown fields.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class Envelope(BaseModel):
-    """Fields common to every record. Subclasses narrow `type` and `payload`."""
+    """Fields common to every record. Subclasses narrow `type` and `payload`.
+    Unknown fields are ignored, as in Payload (forward compatibility)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: str = Field(default_factory=new_id)
     type: str

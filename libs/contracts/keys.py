@@ -160,6 +160,11 @@ class RedisKeys:
         conversation (its size is the unread count: O(1))."""
         return self.key("unread", user_id, conversation)
 
+    # -- gateway (owner) ----------------------------------------------------------------
+    def attachments_collector_lock(self) -> str:
+        """String, with a TTL: held by the gateway instance collecting unreferenced uploads."""
+        return self.key("lock", "attachments_collector")
+
     def seq_senders(self, receiver_id: str) -> str:
         """Sorted set "<seq>:<sender_id>" by seq: who sent what recently (receipt fan-out)."""
         return self.key("seq_senders", receiver_id)

@@ -25,6 +25,18 @@ from libs.contracts.envelope import Envelope, Payload
 ReceiverKind = Literal["user", "group"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONTENT_MAX_CHARS = 4000
+ATTACHMENTS_MAX = 10
+
+
+class AttachmentRef(Payload):
+    """An attachment as a message carries it (libs.media.catalog holds the rest)."""
+
+    id: str
+    size: int
+    content_type: str
+    name: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 class ReplyRef(Payload):
@@ -44,7 +56,9 @@ class SendMessagePayload(Payload):
     sender_id: str
     receiver_kind: ReceiverKind
     receiver_id: str
-    content: str = Field(min_length=1, max_length=CONTENT_MAX_CHARS)
+    #: Empty only when the message carries attachments (checked by the gateway).
+    content: str = Field(max_length=CONTENT_MAX_CHARS)
+    attachments: tuple[AttachmentRef, ...] = Field((), max_length=ATTACHMENTS_MAX)
     client_msg_id: str | None = None
     client_sent_at: datetime | None = None
     created_at: datetime  # gateway clock, at acceptance of the HTTP/WS request
@@ -78,6 +92,7 @@ class MessageAcceptedPayload(Payload):
     #: (libs/readmodels/messages.py). None for group messages.
     dseq: int | None = Field(None, ge=1)
     reply_to: ReplyRef | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 class MessageAccepted(Envelope):
@@ -139,6 +154,7 @@ class MessageView(BaseModel):
     #: Internal: emoji -> the users who reacted (stored and cached; rendered into
     #: `reactions` / `my_reactions` for each caller, never serialized to clients).
     reactors: dict[str, list[str]] | None = Field(None, exclude=True)
+    attachments: list[AttachmentRef] = []
 
     @classmethod
     def of(cls, accepted: MessageAcceptedPayload, status: str | None = None) -> MessageView:
@@ -163,6 +179,7 @@ class MessageView(BaseModel):
                 if reply is not None
                 else None
             ),
+            attachments=list(accepted.attachments),
         )
 
     def stored(self) -> dict[str, Any]:

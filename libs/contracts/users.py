@@ -94,6 +94,8 @@ class UpdateProfile(Envelope):
 
 class DeleteUserPayload(Payload):
     user_id: str
+    #: Re-authentication: the account is deleted only when this is its password.
+    current_password: str | None = Field(None, max_length=128)
 
 
 class DeleteUser(Envelope):

@@ -143,6 +143,7 @@ def message_document(message: MessageAcceptedPayload) -> dict[str, Any]:
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
         "reply_to": message.reply_to.model_dump() if message.reply_to else None,
+        "attachments": [a.model_dump() for a in message.attachments],
         "rb": receiver_bucket(message.receiver_id, message.seq),
     }
     if message.dseq is not None:
@@ -168,6 +169,7 @@ def view_from_document(doc: dict[str, Any]) -> MessageView:
             "deleted": deleted,
             "reactors": {} if deleted else (doc.get("reactors") or {}),
             "reply_to": None if deleted else doc.get("reply_to"),
+            "attachments": [] if deleted else (doc.get("attachments") or []),
         }
     )
 

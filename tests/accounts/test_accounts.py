@@ -59,7 +59,9 @@ async def test_whole_account_lifecycle(api: Api) -> None:
     assert (await api.call("GET", "/v1/users/me", token=token)).status == 401
 
     token = (await api.login(username, PASSWORD)).body["token"]
-    deleted = await api.call("DELETE", "/v1/users/me", token=token)
+    deleted = await api.call(
+        "DELETE", "/v1/users/me", token=token, json={"current_password": PASSWORD}
+    )
     assert deleted.status == 204, deleted
 
     assert (await api.call("GET", "/v1/users/me", token=token)).status == 401
@@ -83,7 +85,11 @@ async def test_deleted_user_is_gone_from_the_shared_projection(
 ) -> None:
     user = await api.new_user("proj")
     assert await user_exists(redis, keys, user.id)
-    assert (await api.call("DELETE", "/v1/users/me", token=user.token)).status == 204
+    assert (
+        await api.call(
+            "DELETE", "/v1/users/me", token=user.token, json={"current_password": user.password}
+        )
+    ).status == 204
     # Written before the reply: no waiting needed.
     assert not await user_exists(redis, keys, user.id)
     assert await redis.scard(keys.user_sessions(user.id)) == 0

@@ -16,8 +16,14 @@ from libs.bus.request_reply import RequestClient
 from libs.contracts.envelope import Codec
 from libs.contracts.keys import RedisKeys
 from libs.contracts.topics import USERS_COMMANDS, USERS_EVENTS, namespaced
-from libs.contracts.users import USER_EVENTS, RegisterUser, RegisterUserPayload
-from libs.errors import Conflict
+from libs.contracts.users import (
+    USER_EVENTS,
+    RegisterUser,
+    RegisterUserPayload,
+    UpdateProfile,
+    UpdateProfilePayload,
+)
+from libs.errors import Conflict, Forbidden
 from libs.ids import new_id
 from libs.projections import USERS_PROJECTION, user_exists
 from tests.support import endpoints
@@ -71,7 +77,11 @@ async def test_projection_is_rebuilt_from_mongodb_when_its_sentinel_is_gone(
 ) -> None:
     alive = await api.new_user("keep")
     doomed = await api.new_user("gone")
-    assert (await api.call("DELETE", "/v1/users/me", token=doomed.token)).status == 204
+    assert (
+        await api.call(
+            "DELETE", "/v1/users/me", token=doomed.token, json={"current_password": doomed.password}
+        )
+    ).status == 204
 
     # What a FLUSHALL does to this projection (only this namespace's keys here).
     await redis.delete(
@@ -108,7 +118,11 @@ async def test_account_changes_are_published_as_events(api: Api, system: Running
     user = await api.new_user("evt")
     renamed = await api.call("PATCH", "/v1/users/me", json={"display_name": "E"}, token=user.token)
     assert renamed.status == 200
-    assert (await api.call("DELETE", "/v1/users/me", token=user.token)).status == 204
+    assert (
+        await api.call(
+            "DELETE", "/v1/users/me", token=user.token, json={"current_password": user.password}
+        )
+    ).status == 204
 
     codec = Codec(*USER_EVENTS)
     consumer = AIOKafkaConsumer(
@@ -137,3 +151,28 @@ async def test_account_changes_are_published_as_events(api: Api, system: Running
         ("ProfileUpdated", user.id),
         ("UserDeleted", user.id),
     ]
+
+
+async def test_a_redelivered_password_change_gets_the_same_answer(
+    requests: RequestClient, api: Api
+) -> None:
+    """The redelivery is recognised by the command's id, not by the new password."""
+    user = await api.new_user("pwchange")
+    command = UpdateProfile.of(
+        UpdateProfilePayload(
+            user_id=user.id, current_password=user.password, new_password="pw-new-" + "z" * 8
+        )
+    )
+    first = await requests.request(USERS_COMMANDS, user.id, command)
+    again = await requests.request(USERS_COMMANDS, user.id, command)
+    assert first == again
+    assert (await api.login(user.username, "pw-new-" + "z" * 8)).status == 201
+
+    # A new command with the old (now wrong) password is refused, whatever its new one.
+    retry = UpdateProfile.of(
+        UpdateProfilePayload(
+            user_id=user.id, current_password=user.password, new_password="pw-new-" + "z" * 8
+        )
+    )
+    with pytest.raises(Forbidden):
+        await requests.request(USERS_COMMANDS, user.id, retry)

@@ -36,6 +36,7 @@ APP_MODULES = {
     "message_service": "MESSAGE_SERVICE",
     "delivery_service": "DELIVERY_SERVICE",
     "persister": "PERSISTER",
+    "notifier": "NOTIFIER",
 }
 CONSUMER_MODULES = sorted(set(APP_MODULES) - {"gateway"})
 BOOTSTRAP_MODULE = "libs.bootstrap"

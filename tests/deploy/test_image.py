@@ -29,6 +29,7 @@ SERVICES = (
     "message_service",
     "delivery_service",
     "persister",
+    "notifier",
 )
 BOOTSTRAP = "libs.bootstrap"
 

@@ -38,6 +38,7 @@ DEPLOYMENTS = {
     "message-service": "message_service",
     "delivery-service": "delivery_service",
     "persister": "persister",
+    "notifier": "notifier",
 }
 CONSUMERS = sorted(set(DEPLOYMENTS) - {"gateway"})
 PREFIX = {
@@ -47,6 +48,7 @@ PREFIX = {
     "message_service": "MESSAGE_SERVICE",
     "delivery_service": "DELIVERY_SERVICE",
     "persister": "PERSISTER",
+    "notifier": "NOTIFIER",
 }
 
 #: Kinds that live in no namespace (kustomize's `namespace:` leaves them alone).

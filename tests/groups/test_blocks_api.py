@@ -57,7 +57,11 @@ async def test_deleted_account_blocks_are_dropped_both_ways(api: Api) -> None:
         await api.call("PUT", f"/v1/blocks/{leaver.id}", token=blocker_of_leaver.token)
     ).status == 204
 
-    assert (await api.call("DELETE", "/v1/users/me", token=leaver.token)).status == 204
+    assert (
+        await api.call(
+            "DELETE", "/v1/users/me", token=leaver.token, json={"current_password": leaver.password}
+        )
+    ).status == 204
 
     remaining = await eventually(lambda: blocked_ids(api, blocker_of_leaver), lambda ids: ids == [])
     assert remaining == []

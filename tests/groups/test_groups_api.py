@@ -276,7 +276,11 @@ async def test_account_deletion_leaves_groups_with_hand_over(api: Api) -> None:
     assert reply.status == 200
     solo = (await create_group(api, owner, "alone"))["id"]
 
-    assert (await api.call("DELETE", "/v1/users/me", token=owner.token)).status == 204
+    assert (
+        await api.call(
+            "DELETE", "/v1/users/me", token=owner.token, json={"current_password": owner.password}
+        )
+    ).status == 204
 
     view = await eventually(
         lambda: get_group(api, member, gid),

@@ -39,6 +39,7 @@ PORT_VARIABLES = (
     "LOCAL_POSTGRES_PORT",
     "LOCAL_FERRETDB_SHARD0_PORT",
     "LOCAL_FERRETDB_SHARD1_PORT",
+    "LOCAL_S3_PORT",
 )
 
 
@@ -127,10 +128,40 @@ def test_status_reports_every_component_running(stack: Endpoints) -> None:
         "postgres",
         "ferretdb-shard0",
         "ferretdb-shard1",
+        "s3proxy",
     ]
     assert all(line.split()[1] == "running" for line in lines), done.stdout
     pids = {line.split()[4] for line in lines}
-    assert len(pids) == 5, "each component is a process of its own"
+    assert len(pids) == 6, "each component is a process of its own"
+
+
+def test_the_attachment_store_keeps_what_it_is_given(stack: Endpoints) -> None:
+    import botocore.session
+    from botocore.config import Config
+
+    from deploy.local.stack import LOCAL_S3_ACCESS_KEY, LOCAL_S3_SECRET_KEY
+
+    client = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=stack.s3_endpoint,
+        aws_access_key_id=LOCAL_S3_ACCESS_KEY,
+        aws_secret_access_key=LOCAL_S3_SECRET_KEY,
+        region_name="us-east-1",
+        # As libs/media/store.py: S3Proxy refuses botocore's default trailing checksums.
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+    bucket = "stack-test-" + os.urandom(4).hex()
+    try:
+        client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key="k", Body=b"kept")
+        assert client.get_object(Bucket=bucket, Key="k", Range="bytes=1-2")["Body"].read() == b"ep"
+        client.delete_object(Bucket=bucket, Key="k")
+        client.delete_bucket(Bucket=bucket)
+    finally:
+        client.close()
 
 
 def test_port_taken_by_another_process_is_one_clear_line(private_env: dict[str, str]) -> None:
@@ -182,3 +213,24 @@ def test_private_stack_up_is_idempotent_and_down_leaves_nothing(
     after = _cli("status", *components, env=private_env)
     assert after.returncode == 3
     assert [line.split()[1] for line in after.stdout.splitlines()] == ["stopped"] * 3
+
+
+def test_redis_keeps_its_data_across_a_crash(private_env: dict[str, str]) -> None:
+    """Sessions live in Redis: a kill -9 of the local Redis must not log everyone out."""
+    first = _cli("up", "redis", env=private_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = Path(private_env["LOCAL_STACK_DIR"]) / "run"
+    port = int(private_env["LOCAL_REDIS_PORT"])
+    client = redis.Redis(port=port)
+    try:
+        client.set("session:probe", "kept")
+        pid = int((run_dir / "redis.pid").read_text().split()[0])
+        os.kill(pid, 9)
+        again = _cli("up", "redis", env=private_env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        client = redis.Redis(port=port)
+        assert client.get("session:probe") == b"kept"
+        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    finally:
+        client.close()
+        _cli("down", env=private_env)

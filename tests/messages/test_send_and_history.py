@@ -81,7 +81,9 @@ async def test_blocked_sender_deleted_receiver_and_non_member(api: Api) -> None:
     assert outsider.error_code() == "not_a_member"
     assert (await history(api, cat, group=group_id)).status == 404
 
-    deleted = await api.call("DELETE", "/v1/users/me", token=cat.token)
+    deleted = await api.call(
+        "DELETE", "/v1/users/me", token=cat.token, json={"current_password": cat.password}
+    )
     assert deleted.status == 204, deleted
     gone = await send(api, ada, to_user=cat.id)
     assert gone.status == 404

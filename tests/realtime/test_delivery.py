@@ -287,7 +287,7 @@ async def test_typing_and_presence_respect_blocks(
     visible = await api.call("GET", f"/v1/presence/{ada.id}", token=bob.token)
     assert visible.body["online"] is True
     hidden = await api.call("GET", f"/v1/presence/{erin.id}", token=ada.token)
-    assert hidden.body == {"user_id": erin.id, "online": False, "last_seen": None}
+    assert hidden.status == 404  # blocks hide presence: not a visible contact
     for socket in (ada_a, erin_b, carol_a):
         await socket.close()
 

@@ -114,7 +114,7 @@ async def test_a_client_that_stops_reading_is_closed_with_4008(
             )
 
         async def slow_closed() -> bool:
-            async with http.get(gateway.url + "/metrics") as response:
+            async with http.get(gateway.metrics_url) as response:
                 text = await response.text()
             found = re.search(r"^messenger_ws_slow_consumers_total (\S+)$", text, re.M)
             return bool(found) and float(found.group(1)) >= 1

@@ -185,3 +185,36 @@ async def test_connection_cap_per_user(system, http) -> None:
     await eventually(reopened)
     for socket in sockets:
         await socket.close()
+
+
+async def test_concurrent_handshakes_cannot_pass_the_connection_cap(system, http) -> None:
+    """Many handshakes of one user at once, on two gateways: at most the cap are admitted;
+    the rest get 429 or, when they raced past that check, close code 4029."""
+    api = Api(http, system.gateway_url)
+    user = await api.new_user("capr")
+    cap = RealtimeSettings().max_connections_per_user
+    urls = [system.gateway_url, second_gateway(system).url]
+
+    async def attempt(n: int) -> object:
+        try:
+            return await connect(http, urls[n % 2], user.token)
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        except AssertionError as exc:  # closed before its hello
+            return str(exc)
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(3 * cap)))
+    admitted = [o for o in outcomes if not isinstance(o, int | str)]
+    refused = [o for o in outcomes if isinstance(o, int | str)]
+    try:
+        assert len(admitted) == cap, refused
+        assert all(o == 429 or "(4029)" in str(o) for o in refused), refused
+        redis = Redis.from_url(endpoints.redis_url(), decode_responses=True)
+        try:
+            entries = await redis.hgetall(RedisKeys(system.namespace).user_connections(user.id))
+        finally:
+            await redis.aclose()
+        assert len(entries) == cap
+    finally:
+        for socket in admitted:
+            await socket.close()

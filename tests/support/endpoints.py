@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from libs.media.settings import LOCAL_S3_ENDPOINT
 from libs.settings import LOCAL_KAFKA, LOCAL_MONGO_SHARDS, LOCAL_REDIS
 
 
@@ -25,3 +26,7 @@ def mongo_shards() -> tuple[str, ...]:
     if not raw:
         return LOCAL_MONGO_SHARDS
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def s3_endpoint() -> str:
+    return os.environ.get("S3_ENDPOINT_URL", LOCAL_S3_ENDPOINT)

@@ -1,4 +1,4 @@
-"""The system under test: the six services as real processes in their own namespace.
+"""The system under test: the seven services as real processes in their own namespace.
 
 `RunningSystem.start()` bootstraps the namespace's topics and starts every service
 with `python -m <service>` on free ports, waiting for each /readyz. Each test
@@ -31,6 +31,7 @@ SERVICES = (
     "message_service",
     "delivery_service",
     "persister",
+    "notifier",
     "gateway",
 )
 PORT_ENV = {
@@ -40,6 +41,7 @@ PORT_ENV = {
     "message_service": "MESSAGE_SERVICE_HTTP_PORT",
     "delivery_service": "DELIVERY_SERVICE_HTTP_PORT",
     "persister": "PERSISTER_HTTP_PORT",
+    "notifier": "NOTIFIER_HTTP_PORT",
 }
 
 
@@ -69,10 +71,21 @@ class ServiceProcess:
     log_dir: Path
     instance: str = ""
     process: subprocess.Popen[bytes] | None = None
+    #: The gateway serves /metrics on a port of its own (never on the public API port).
+    metrics_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name == "gateway" and self.metrics_port is None:
+            self.metrics_port = free_port()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where this process's /metrics is."""
+        return f"http://127.0.0.1:{self.metrics_port or self.port}/metrics"
 
     @property
     def log_path(self) -> Path:
@@ -80,6 +93,8 @@ class ServiceProcess:
 
     def start(self) -> None:
         env = {**self.env, PORT_ENV[self.name]: str(self.port)}
+        if self.metrics_port is not None:
+            env["GATEWAY_METRICS_PORT"] = str(self.metrics_port)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.name],

@@ -1,0 +1,1 @@
+"""Attachments: the blob stores, the attachments catalog, images, collection (docs/media.md)."""

@@ -1,0 +1,1 @@
+"""notifier (see README.md for what it owns)."""
