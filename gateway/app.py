@@ -18,7 +18,7 @@ from gateway.keys import (
     SESSION_CACHE,
     SETTINGS,
 )
-from gateway.routes import accounts, docs, groups, messages, realtime
+from gateway.routes import accounts, docs, groups, messages, realtime, webapp
 from gateway.settings import GatewaySettings
 from libs.bus.request_reply import RequestClient
 from libs.contracts.keys import RedisKeys
@@ -30,7 +30,7 @@ from libs.lifecycle import (
     redis_context,
 )
 
-ROUTE_MODULES = (accounts, groups, messages, realtime, docs)
+ROUTE_MODULES = (accounts, groups, messages, realtime, docs, webapp)
 ROUTE_TABLES = tuple(module.routes for module in ROUTE_MODULES)
 
 

@@ -1,10 +1,11 @@
 """`setup`: installs and builds what the local stack runs, each step skipped when up to date.
 
 Owns the artifacts the stack needs: Debian packages (redis-server, redis-tools,
-docker-compose; see DEBIAN_PACKAGES; installed with apt-get when missing), Kafka's broker jars in
-deploy/kafka/target/libs (`mvn package`, redone when pom.xml is newer than the
-last successful build) and deploy/ferretdb/ferretdb-local (`go build`, redone
-when main.go, go.mod or go.sum is newer than the binary).
+docker-compose, chromium and chromium-driver; see DEBIAN_PACKAGES; installed with
+apt-get when missing), Kafka's broker jars in deploy/kafka/target/libs (`mvn
+package`, redone when pom.xml is newer than the last successful build) and
+deploy/ferretdb/ferretdb-local (`go build`, redone when main.go, go.mod or go.sum is
+newer than the binary).
 """
 
 from __future__ import annotations
@@ -90,11 +91,12 @@ def _ensure_debian_packages(report: Report) -> None:
         raise StackError(f"{names} not installed; run: sudo apt-get install -y {names}")
     # RUNLEVEL=1 keeps the package's init script from starting a system-wide redis on 6379.
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    install = ["apt-get", *APT_LOCK_WAIT, "install", "-y", "-q", "--no-install-recommends"]
+    install += missing
     report(f"{names}: installing with apt-get")
     if subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False).returncode != 0:
         report(f"{names}: install failed, refreshing the package lists and retrying")
-        _run(["apt-get", "update", "-q"], "apt-get update", report, env=env)
+        _run(["apt-get", *APT_LOCK_WAIT, "update", "-q"], "apt-get update", report, env=env)
         _run(install, f"apt-get install {names}", report, env=env)
     still = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
     if still:
