@@ -70,13 +70,18 @@ def _run(
 
 
 #: Commands the project needs from Debian's packages, and the package of each:
-#: the Redis server, redis-benchmark (a `make bench` baseline), and Compose (the
-#: tests validate docker-compose.yml with a real Compose implementation).
+#: the Redis server, redis-benchmark (a `make bench` baseline), Compose (the
+#: tests validate docker-compose.yml with a real Compose implementation), and
+#: Chromium with its WebDriver (the web client's browser tests, tests/webapp).
 DEBIAN_PACKAGES = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "docker-compose": "docker-compose",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
+#: Wait for a concurrent apt or dpkg (another checkout's setup) instead of failing.
+APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=600")
 
 
 def _ensure_debian_packages(report: Report) -> None:

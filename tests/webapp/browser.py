@@ -59,6 +59,11 @@ class Person:
         options.add_argument(f"--window-size={width},{height}")
         self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
         self.driver.set_page_load_timeout(30)
+        if width < 500:  # headless windows are at least 500 px wide: emulate a phone's screen
+            self.driver.execute_cdp_cmd(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True},
+            )
 
     def close(self) -> None:
         try:

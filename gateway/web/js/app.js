@@ -45,7 +45,7 @@ async function enter(me) {
   $("auth").hidden = true;
   $("main").hidden = false;
   renderMe(me);
-  $("show-archived").hidden = !features.inbox;
+  document.querySelector(".list-tabs").hidden = !features.inbox;
   await store.start(me, features);
   socket.start();
   renderList();
@@ -146,6 +146,9 @@ function onChange({ what, key }) {
     case "thread":
       if (key === store.openKey) renderMessages({ toBottom: true });
       break;
+    case "thread-jump":
+      if (key === store.openKey) renderMessages();
+      break;
     case "thread-older":
       if (key === store.openKey) renderMessages({ keepFromBottom: true });
       break;
@@ -235,7 +238,7 @@ function renderList() {
     h("span", { class: "conv-time" }, formatShort(conv.last_activity_at && conv.last_message ? conv.last_activity_at : null)),
     h("span", { class: "conv-preview" }, preview(conv)),
     h("span", { class: "conv-side" },
-      conv.muted ? h("span", { "aria-hidden": "true", title: "Muted" }, "🔕") : null,
+      conv.muted ? h("span", { class: "muted-label", "aria-hidden": "true" }, "muted") : null,
       unread ? h("span", { class: `badge${conv.muted ? " muted-badge" : ""}`, "data-unread": String(unread) }, String(unread)) : null));
     list.append(h("li", {}, button));
   }
@@ -320,7 +323,7 @@ function renderTyping() {
 
 function ticks(thread, m) {
   const status = store.statusOf(thread, m);
-  const text = { pending: "🕓", failed: "!", sent: "✓", delivered: "✓✓", read: "✓✓" }[status];
+  const text = { pending: "…", failed: "!", sent: "✓", delivered: "✓✓", read: "✓✓" }[status];
   let label = { pending: "sending", failed: "not sent", sent: "sent", delivered: "delivered", read: "read" }[status];
   if (m.receiver.kind === "group" && !m.pending && !m.failed) {
     const { reads, delivers } = store.groupCounts(thread, m);
@@ -478,6 +481,17 @@ function wireChat() {
     await store.loadLatest(store.openKey);
     store.markRead(store.openKey);
     $("composer-input").focus();
+  });
+  const showJump = (open) => {
+    $("jump-form").hidden = !open;
+    $("jump-toggle").setAttribute("aria-expanded", String(open));
+    if (open) $("jump-date").focus();
+    else $("jump-toggle").focus();
+  };
+  $("jump-toggle").addEventListener("click", () => showJump($("jump-form").hidden));
+  $("jump-close").addEventListener("click", () => showJump(false));
+  $("jump-form").addEventListener("keydown", (e) => {
+    if (e.key === "Escape") showJump(false);
   });
   $("jump-form").addEventListener("submit", async (e) => {
     e.preventDefault();

@@ -238,16 +238,20 @@ export async function conversation(store, key) {
     if (myRole === "owner" && !you && m.role !== "owner") {
       const next = m.role === "admin" ? "member" : "admin";
       controls.push(h("button", {
-        type: "button", onclick: act(() => store.api.changeRole(id, m.user_id, next)),
-      }, next === "admin" ? `Make ${names[i]} admin` : `Make ${names[i]} member`));
+        type: "button", "aria-label": `Make ${names[i]} ${next === "admin" ? "an admin" : "a member"}`,
+        onclick: act(() => store.api.changeRole(id, m.user_id, next)),
+      }, next === "admin" ? "Make admin" : "Make member"));
     }
     if (canManage && !you && m.role !== "owner") {
       controls.push(h("button", {
-        type: "button", class: "danger", onclick: act(() => store.api.removeMember(id, m.user_id)),
-      }, `Remove ${names[i]}`));
+        type: "button", class: "danger", "aria-label": `Remove ${names[i]} from the group`,
+        onclick: act(() => store.api.removeMember(id, m.user_id)),
+      }, "Remove"));
     }
-    return h("li", {}, h("span", { class: "who" }, you ? `${names[i]} (you)` : names[i]),
-      h("span", { class: "role" }, m.role), ...controls);
+    return h("li", { dataset: { userId: m.user_id, role: m.role } },
+      h("span", { class: "who" }, you ? `${names[i]} (you)` : names[i]),
+      h("span", { class: "role", dataset: { role: m.role } }, m.role),
+      controls.length ? h("div", { class: "member-actions" }, controls) : null);
   }));
   const content = [h("p", { class: "muted" }, `${group.members.length} members`), ...inboxControls(store, key)];
   if (canManage) {

@@ -187,7 +187,14 @@ export class Store extends EventTarget {
         muted: false, archived: false, last_activity_at: null,
       };
       this.conversations.set(key, conv);
-      if (kind === "user") this.userName(id).then(() => this.emit("conversations"));
+      if (kind === "user") {
+        this.userName(id).then(() => this.emit("conversations"));
+        // Presence frames come only for contacts known at connect: ask for a new one.
+        this.api.presence(id).then((p) => {
+          this.presence.set(id, { online: p.online, last_seen: p.last_seen });
+          this.emit("presence", id);
+        }).catch(() => {});
+      }
     }
     return conv;
   }
@@ -615,31 +622,44 @@ export class Store extends EventTarget {
     return true;
   }
 
-  /** Show the conversation around a day: the messages up to its end, older on scroll up. */
+  /** Show the conversation from a day on: the last message before it, then the messages
+   * from its start (oldest first); older ones on scroll up, newer on scroll down. */
   async jumpTo(key, day) {
     const thread = this.thread(key);
+    const query = this.historyQuery(key);
     const start = new Date(`${day}T00:00:00`);
-    const end = new Date(start.getTime() + 86400_000);
-    const page = await this.api.history({
-      ...this.historyQuery(key), limit: PAGE, until: end.toISOString(),
-    });
-    let after = { messages: [], has_more: false, next_cursor: null };
-    if (page.prev_cursor) {
-      after = await this.api.history({ ...this.historyQuery(key), limit: PAGE, after: page.prev_cursor });
+    const before = await this.api.history({ ...query, limit: 1, until: start.toISOString() });
+    let window;
+    let older = { cursor: null, more: false };
+    let newer;
+    if (before.messages.length) {
+      const after = await this.api.history({ ...query, limit: PAGE, after: before.prev_cursor });
+      window = [...before.messages, ...after.messages];
+      older = { cursor: before.next_cursor, more: before.has_more };
+      newer = { cursor: after.next_cursor || before.prev_cursor, more: after.has_more };
+    } else {
+      // Nothing before that day: the conversation starts on or after it. The API pages
+      // newest first, so walk back to its oldest page (bounded).
+      let cursor = null;
+      let page;
+      let pages = 0;
+      do {
+        page = await this.api.history({ ...query, limit: 100, before: cursor || undefined });
+        cursor = page.next_cursor;
+        pages += 1;
+      } while (page.has_more && cursor && pages < 50);
+      window = page.messages;
+      older = { cursor: page.next_cursor, more: page.has_more };
+      newer = { cursor: page.prev_cursor, more: pages > 1 };
     }
     thread.messages.clear();
-    for (const m of page.messages) thread.put(m);
-    for (const m of after.messages) thread.put(m);
-    thread.olderCursor = page.next_cursor;
-    thread.hasOlder = page.has_more;
-    thread.newerCursor = after.next_cursor || page.prev_cursor;
-    thread.hasNewer = after.has_more;
+    for (const m of window) thread.put(m);
+    thread.olderCursor = older.cursor;
+    thread.hasOlder = older.more;
+    thread.newerCursor = newer.cursor;
+    thread.hasNewer = newer.more;
     thread.loaded = true;
-    if (!page.prev_cursor) {
-      // Nothing up to that day: the conversation starts later; show its beginning.
-      await this.loadLatest(key);
-    }
-    this.emit("thread", key);
+    this.emit("thread-jump", key);
     return start.toISOString();
   }
 
