@@ -4,7 +4,7 @@ GET /v1/openapi.json serves the OpenAPI 3.1 document generated from the route
 tables (gateway.api.openapi_document), so it cannot drift from the code.
 GET /v1/docs is an interactive explorer of that document: Swagger UI, whose
 static files come from the `swagger-ui-py` package (a pinned dependency, so the
-production image has them too) and are served under /v1/docs/assets/. Nothing is
+production image has them too) and are served under /assets/swagger-ui/. Nothing is
 fetched from a CDN: the page works offline. "Authorize" takes a bearer token from
 POST /v1/sessions; "Try it out" then calls this gateway.
 """
@@ -21,10 +21,12 @@ from aiohttp import web
 
 from gateway.api import Routes
 from gateway.settings import GatewaySettings
+from gateway.static import folder_handler
 
 routes = Routes(tag="docs")
 
-ASSETS_PREFIX = "/v1/docs/assets"
+#: Outside /v1/: files, not API operations (so not in the OpenAPI document).
+ASSETS_PREFIX = "/assets/swagger-ui"
 
 #: The explorer page. Its script is a file of ours (docs-init.js, beside the web
 #: client's files) rather than inline, so a strict Content-Security-Policy can allow it.
@@ -84,5 +86,8 @@ async def docs_page(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, settings: GatewaySettings) -> None:
-    # Not in the OpenAPI document: files, not API operations.
-    app.router.add_static(ASSETS_PREFIX, swagger_ui_assets(), name="docs.assets")
+    app.router.add_get(
+        ASSETS_PREFIX + "/{path:.+}",
+        folder_handler(swagger_ui_assets(), {"Cache-Control": "public, max-age=86400"}),
+        name="docs.assets",
+    )

@@ -1,10 +1,10 @@
 """Gateway endpoints: the web client's static files (gateway/web/).
 
 GET / answers the app's page; /app/... its stylesheet and JavaScript modules
-(plain ES modules, no build step), served as files by aiohttp. Nothing is taken
-from a CDN. Responses carry `Cache-Control: no-cache` (a browser revalidates
-with If-Modified-Since, so a new deploy is picked up at the next load) and the
-page a Content-Security-Policy that allows only this origin. These are files,
+(plain ES modules, no build step), served as files (gateway.static). Nothing is
+taken from a CDN. Responses carry `Cache-Control: no-cache` (a browser
+revalidates with If-Modified-Since, so a new deploy is picked up at the next
+load) and the page a Content-Security-Policy that allows only this origin. These are files,
 not API operations, so they are not in the OpenAPI document.
 """
 
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.api import Routes
 from gateway.settings import GatewaySettings
+from gateway.static import folder_handler
 
 routes = Routes(tag="webapp")
 
@@ -41,13 +42,11 @@ async def index(request: web.Request) -> web.FileResponse:
     )
 
 
-async def _no_cache(request: web.Request, response: web.StreamResponse) -> None:
-    if request.path.startswith(APP_PREFIX + "/"):
-        response.headers.setdefault("Cache-Control", "no-cache")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+FILE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
 
 def setup(app: web.Application, settings: GatewaySettings) -> None:
     app.router.add_get("/", index, name="webapp.index")
-    app.router.add_static(APP_PREFIX, WEB_ROOT, name="webapp.files")
-    app.on_response_prepare.append(_no_cache)
+    app.router.add_get(
+        APP_PREFIX + "/{path:.+}", folder_handler(WEB_ROOT, FILE_HEADERS), name="webapp.files"
+    )

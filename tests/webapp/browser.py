@@ -62,7 +62,7 @@ class Person:
         if width < 500:  # headless windows are at least 500 px wide: emulate a phone's screen
             self.driver.execute_cdp_cmd(
                 "Emulation.setDeviceMetricsOverride",
-                {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True},
+                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True},
             )
 
     def close(self) -> None:
