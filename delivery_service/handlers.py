@@ -11,6 +11,8 @@ handles each kind for the whole batch at once:
   answer the asker, and emit ReceiptChanged to each sender whose messages
   became delivered/read.
 - ReceiptChanged (receipts.events.v1): push a receipt frame to the sender.
+- ConversationEvent (messages.events.v1), UpdateConversationSettings
+  (conversations.commands.v1), and the inbox read model: delivery_service/conversations.py.
 - group events (groups.events.v1): push a `group` frame to the group's members
   (and to the member concerned, e.g. one just removed); block events go to the
   blocker's own devices only (a blocked user is not told).
@@ -26,9 +28,19 @@ from typing import Any
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from delivery_service.conversations import (
+    change_settings,
+    push_events,
+    record_changes,
+    record_membership,
+    record_messages,
+    record_reads,
+)
+from delivery_service.inbox import InboxRepository
 from delivery_service.repository import DeliveryRepository, WatermarkMove
 from libs.bus.consumer import Delivery
 from libs.bus.outbox import Outbox
+from libs.contracts.conversations import ConversationEvent, UpdateConversationSettings
 from libs.contracts.envelope import Envelope
 from libs.contracts.groups import GROUP_EVENTS, UserBlocked, UserUnblocked
 from libs.contracts.keys import RedisKeys
@@ -41,6 +53,7 @@ from libs.contracts.receipts import (
 )
 from libs.contracts.topics import RECEIPTS_EVENTS
 from libs.logging import get_logger
+from libs.message_views import render
 from libs.push import publish_frames
 
 log = get_logger(__name__)
@@ -67,20 +80,39 @@ async def handle_batch(
     outbox: Outbox,
     *,
     repository: DeliveryRepository,
+    inbox: InboxRepository,
     redis: Redis,
     keys: RedisKeys,
 ) -> None:
     if not await repository.projection_ready():
         rebuilt = await repository.rebuild_projection()
         log.info("receipts projection rebuilt", watermarks=rebuilt)
+    if not await inbox.projection_ready():
+        reloaded = await inbox.reload_settings()
+        log.info("inbox settings reloaded", settings=reloaded)
     accepted = [d.message.payload for d in deliveries if isinstance(d.message, MessageAccepted)]
+    events = [d.message.payload for d in deliveries if isinstance(d.message, ConversationEvent)]
     commands = [d.message for d in deliveries if isinstance(d.message, AdvanceWatermark)]
     receipts = [d.message.payload for d in deliveries if isinstance(d.message, ReceiptChanged)]
     group_changes = [d.message for d in deliveries if isinstance(d.message, GROUP_EVENTS)]
+    settings = [d.message for d in deliveries if isinstance(d.message, UpdateConversationSettings)]
+    # Pushes first (latency), then the inbox read model.
     if accepted:
         await push_messages(accepted, repository=repository, redis=redis, keys=keys)
+    if events:
+        await push_events(events, repository=repository, redis=redis, keys=keys)
+    if group_changes:
+        # Joins before the batch's messages, so a new member's inbox counts them.
+        await record_membership(group_changes, inbox=inbox)
+    if accepted:
+        await record_messages(accepted, inbox=inbox, repository=repository)
+    if events:
+        await record_changes(events, inbox=inbox, repository=repository)
     if commands:
-        await advance_watermarks(commands, outbox, repository=repository)
+        advanced = await advance_watermarks(commands, outbox, repository=repository)
+        await record_reads(advanced, outbox, inbox=inbox)
+    if settings:
+        await change_settings(settings, outbox, inbox=inbox)
     if receipts:
         await push_receipts(receipts, redis=redis, keys=keys)
     if group_changes:
@@ -99,20 +131,31 @@ async def push_messages(
         [m for m in messages if m.receiver_kind == "group"]
     )
     pushes: list[tuple[list[str], dict[str, Any]]] = []
+    replies = [MessageView.of(m) for m in messages if m.reply_to is not None]
+    if replies:  # their frames carry the preview of the message they answer
+        await render(redis, keys, repository.mongo, None, replies)
+    rendered = {view.id: view for view in replies}
     for message in messages:
         if message.receiver_kind == "group":
             recipients = group_recipients.get(message.message_id, [])
         else:
             recipients = [message.receiver_id]
+        view = rendered.get(message.message_id)
+        frame = (
+            {"type": "message", "message": view.model_dump(mode="json")}
+            if view is not None
+            else message_frame(message)
+        )
         # The sender's other devices show the message too (clients dedupe by id).
-        pushes.append(([*recipients, message.sender_id], message_frame(message)))
+        pushes.append(([*recipients, message.sender_id], frame))
     MESSAGE_FRAMES.inc(len(pushes))
     PUSH_PAYLOADS.inc(await publish_frames(redis, keys, pushes))
 
 
 async def advance_watermarks(
     commands: Sequence[AdvanceWatermark], outbox: Outbox, *, repository: DeliveryRepository
-) -> None:
+) -> list[WatermarkMove]:
+    """Move the batch's watermarks; returns those that advanced."""
     highest: dict[tuple[str, str, str], WatermarkMove] = {}
     for command in commands:
         p = command.payload
@@ -171,6 +214,7 @@ async def advance_watermarks(
                 read_seq=read_seq,
             ),
         )
+    return [move for move, _ in advanced]
 
 
 async def push_receipts(

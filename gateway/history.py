@@ -36,6 +36,7 @@ from prometheus_client import Counter
 from pymongo import ASCENDING, DESCENDING
 
 from gateway.keys import KEYS, MONGO, REDIS
+from libs.contracts.conversations import ConversationEventPayload, EventView
 from libs.contracts.messages import (
     MessageView,
     ReceiverKind,
@@ -45,8 +46,10 @@ from libs.contracts.messages import (
 )
 from libs.errors import Invalid
 from libs.logging import get_logger
+from libs.message_views import view_from_document
 
-MESSAGES = "messages"  # the persister's collection
+MESSAGES = "messages"  # the persister's collections
+EVENTS = "conversation_events"
 log = get_logger(__name__)
 HISTORY_ANOMALIES = Counter(
     "messenger_history_anomalies_total",
@@ -164,22 +167,27 @@ def _view(raw: str | bytes) -> MessageView:
 
 
 def _view_from_document(doc: dict[str, Any]) -> MessageView:
-    return MessageView.model_validate(
-        {
-            "id": doc["_id"],
-            "seq": doc["seq"],
-            "receiver": {"kind": doc["receiver_kind"], "id": doc["receiver_id"]},
-            "sender_id": doc["sender_id"],
-            "content": doc["content"],
-            "created_at": doc["created_at"],
-            "client_msg_id": doc.get("client_msg_id"),
-            "client_sent_at": doc.get("client_sent_at"),
-        }
-    )
+    return view_from_document(doc)
 
 
-def _pos(message: MessageView) -> str:
+def _entry(raw: str | bytes) -> MessageView | EventView:
+    """An entry of the per-receiver sync cache: an event (it has a `type`) or a message."""
+    data = orjson.loads(raw)
+    if "type" in data:
+        return EventView.model_validate(data)
+    return MessageView.model_validate(data)
+
+
+def _event_from_document(doc: dict[str, Any]) -> EventView:
+    return EventView.of(ConversationEventPayload.model_validate(doc["event"]))
+
+
+def _pos(message: MessageView | EventView) -> str:
     return position(message.created_at, message.id)
+
+
+def _receiver_of(entry: MessageView | EventView) -> str:
+    return entry.receiver.id if isinstance(entry, MessageView) else entry.receiver["id"]
 
 
 def _lex(bound: Bound | None, *, lower: bool) -> str:
@@ -334,12 +342,20 @@ def encode_sync_cursor(seqs: dict[str, int]) -> str:
 
 
 async def read_sync(
-    app: web.Application, receivers: Sequence[str], seqs: dict[str, int], limit: int
-) -> tuple[list[MessageView], dict[str, int], bool]:
-    """Messages after `seqs` across `receivers`, oldest first; the advanced seqs; more?
+    app: web.Application,
+    receivers: Sequence[str],
+    seqs: dict[str, int],
+    limit: int,
+    *,
+    hidden_actors: Iterable[str] = (),
+) -> tuple[list[MessageView | EventView], dict[str, int], bool]:
+    """Entries (messages and events) after `seqs` across `receivers`, oldest first;
+    the advanced seqs; more?
 
     Per receiver, the recent-inbox cache answers when it holds every seq after the
     cursor (contiguous and starting at or before cursor + 1); otherwise MongoDB.
+    Events of an actor in `hidden_actors` (those the caller blocks) are left out,
+    but the cursor moves past them, so the log stays gap-free.
     """
     redis, keys = app[REDIS], app[KEYS]
     async with redis.pipeline(transaction=False) as pipe:
@@ -351,13 +367,13 @@ async def read_sync(
             pipe.zrangebyscore(key, f"({seqs.get(receiver_id, 0)}", "+inf", 0, limit + 1)
         raw = await pipe.execute()
 
-    async def one(index: int, receiver_id: str) -> tuple[list[MessageView], bool]:
+    async def one(index: int, receiver_id: str) -> tuple[list[MessageView | EventView], bool]:
         after = seqs.get(receiver_id, 0)
         size, lowest, highest, entries = raw[4 * index : 4 * index + 4]
         if size and lowest and highest:
             low, high = int(lowest[0][1]), int(highest[0][1])
             if high - low + 1 == size and low <= after + 1:
-                run = [_view(entry) for entry in entries]
+                run = [_entry(entry) for entry in entries]
                 return run[:limit], len(run) > limit
         return await _sync_from_mongo(app, receiver_id, after, limit)
 
@@ -367,24 +383,35 @@ async def read_sync(
     page = candidates[:limit]
     more = len(candidates) > limit or any(more for _, more in results)
     advanced = dict(seqs)
-    for message in page:
-        advanced[message.receiver.id] = max(advanced.get(message.receiver.id, 0), message.seq)
+    for entry in page:
+        receiver_id = _receiver_of(entry)
+        advanced[receiver_id] = max(advanced.get(receiver_id, 0), entry.seq)
+    hidden = set(hidden_actors)
+    if hidden:
+        page = [e for e in page if not (isinstance(e, EventView) and e.actor_id in hidden)]
     return page, advanced, more
 
 
 async def _sync_from_mongo(
     app: web.Application, receiver_id: str, after: int, limit: int
-) -> tuple[list[MessageView], bool]:
-    """The contiguous run of persisted seqs after `after` (a gap = not yet persisted)."""
-    collection = app[MONGO].collection_for(receiver_id, MESSAGES)
-    cursor = (
-        collection.find({"receiver_id": receiver_id, "seq": {"$gt": after}})
-        .sort("seq", ASCENDING)
-        .limit(limit + 1)
+) -> tuple[list[MessageView | EventView], bool]:
+    """The contiguous run of persisted seqs after `after` (a gap = not yet persisted),
+    from the messages and the events of the receiver's log."""
+    messages = app[MONGO].collection_for(receiver_id, MESSAGES)
+    events = app[MONGO].collection_for(receiver_id, EVENTS)
+    query = {"receiver_id": receiver_id, "seq": {"$gt": after}}
+    found_messages, found_events = await asyncio.gather(
+        messages.find(query).sort("seq", ASCENDING).limit(limit + 1).to_list(None),
+        events.find(query).sort("seq", ASCENDING).limit(limit + 1).to_list(None),
     )
-    run: list[MessageView] = []
-    async for doc in cursor:
-        if doc["seq"] != after + len(run) + 1:
+    entries: list[tuple[int, MessageView | EventView]] = [
+        (int(doc["seq"]), _view_from_document(doc)) for doc in found_messages
+    ]
+    entries += [(int(doc["seq"]), _event_from_document(doc)) for doc in found_events]
+    entries.sort(key=lambda pair: pair[0])
+    run: list[MessageView | EventView] = []
+    for seq, entry in entries:
+        if seq != after + len(run) + 1:
             return run[:limit], False  # the next seq is not persisted yet: stop here
-        run.append(_view_from_document(doc))
+        run.append(entry)
     return run[:limit], len(run) > limit

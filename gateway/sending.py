@@ -1,7 +1,8 @@
 """Sending a message: the one code path behind POST /v1/messages and the WebSocket `send`.
 
 `send_message` validates the input (exactly one receiver, content length after
-trimming, the optional sender_id equal to the caller), makes the time-ordered
+trimming, the optional sender_id equal to the caller, a reply_to of the same
+conversation), makes the time-ordered
 message id (UUIDv7), publishes SendMessage to messages.commands.v1 keyed by the
 receiver and waits for message_service's reply, which comes once the
 MessageAccepted event is durable in Kafka. The answer is the accepted message
@@ -19,11 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import Principal
 from gateway.keys import REQUESTS, SETTINGS
+from gateway.message_access import locate
+from gateway.views import render_views
 from libs.contracts.messages import (
     MessageView,
     ReceiverKind,
+    ReplyRef,
     SendMessage,
     SendMessagePayload,
+    conversation_id,
     from_millis,
     to_millis,
 )
@@ -47,6 +52,9 @@ class SendMessageBody(BaseModel):
     )
     sent_at: datetime | None = Field(None, description="Client clock, ISO 8601")
     sender_id: str | None = Field(None, description="If given, must be the caller")
+    reply_to: str | None = Field(
+        None, max_length=64, description="The id of a message of the same conversation"
+    )
 
 
 def receiver_of(body: SendMessageBody) -> tuple[ReceiverKind, str]:
@@ -73,6 +81,7 @@ async def send_message(
             code="invalid_content",
             details={"length": len(content), "max": limit},
         )
+    reply = await _reply_ref(app, kind, receiver_id, principal.user_id, body.reply_to)
     sent_at = body.sent_at
     if sent_at is not None and sent_at.tzinfo is None:
         sent_at = sent_at.replace(tzinfo=UTC)
@@ -85,6 +94,28 @@ async def send_message(
         client_msg_id=str(body.client_msg_id) if body.client_msg_id else None,
         client_sent_at=from_millis(to_millis(sent_at)) if sent_at else None,
         created_at=from_millis(to_millis(datetime.now(UTC))),
+        reply_to=reply,
     )
     result = await app[REQUESTS].request(MESSAGES_COMMANDS, receiver_id, SendMessage.of(payload))
-    return MessageView.model_validate(result)
+    view = MessageView.model_validate(result)
+    await render_views(app, principal.user_id, [view])
+    return view
+
+
+async def _reply_ref(
+    app: web.Application, kind: ReceiverKind, receiver_id: str, sender_id: str, reply_to: str | None
+) -> ReplyRef | None:
+    """The message a reply answers: it must be of the same conversation (else 422)."""
+    if reply_to is None:
+        return None
+    original = await locate(app, reply_to)
+    if original is None or original.conversation != conversation_id(kind, receiver_id, sender_id):
+        raise Invalid(
+            "reply_to must be a message of the same conversation", code="invalid_reply_to"
+        )
+    return ReplyRef(
+        id=original.id,
+        sender_id=original.sender_id,
+        receiver_id=original.receiver_id,
+        position=original.position,
+    )

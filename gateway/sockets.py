@@ -88,6 +88,22 @@ class RealtimeSettings(BaseSettings):
         )
 
 
+#: Frames that carry an entry of a seq log (deduped per socket, held during a resume).
+LOG_FRAME_KEYS = {
+    "message": "message",
+    "message_edited": "event",
+    "message_deleted": "event",
+    "reaction": "event",
+    "conversation_updated": "event",
+}
+
+
+def log_entry(frame: dict[str, Any]) -> dict[str, Any] | None:
+    """The log entry (id, receiver, seq) a frame carries, if any."""
+    key = LOG_FRAME_KEYS.get(frame.get("type", ""))
+    return frame.get(key) if key is not None else None
+
+
 @dataclass(eq=False)
 class Connection:
     """One open socket of one user, with its bounded send queue."""
@@ -102,8 +118,8 @@ class Connection:
     writer: asyncio.Task[None] | None = None
     closing: bool = False
     transport: asyncio.BaseTransport | None = None
-    #: Ids of the latest message frames written to this socket (bounded): a message
-    #: seen again is a duplicate (a replayed push, or the seam of a resume).
+    #: Ids of the latest log entries (messages, events) written to this socket
+    #: (bounded): one seen again is a duplicate (a replayed push, or a resume's seam).
     recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
     #: receiver_id -> highest seq written to this socket (what `resumed` reports).
     seen: dict[str, int] = field(default_factory=dict)
@@ -130,24 +146,25 @@ class Connection:
         return True
 
     def push(self, frame: dict[str, Any], text: str) -> bool:
-        """Queue a pushed frame, dropping duplicate messages; False when too slow."""
-        if frame.get("type") == "message":
+        """Queue a pushed frame, dropping duplicate log entries; False when too slow."""
+        entry = log_entry(frame)
+        if entry is not None:
             if self.held is not None:
                 self.held.append((frame, text))
                 return True
-            if not self._first_sight(frame["message"]):
+            if not self._first_sight(entry):
                 return True
         return self.offer(text)
 
-    def _first_sight(self, message: dict[str, Any]) -> bool:
-        message_id = message["id"]
-        if message_id in self.recent_ids:
+    def _first_sight(self, entry: dict[str, Any]) -> bool:
+        entry_id = entry["id"]
+        if entry_id in self.recent_ids:
             return False
-        self.recent_ids[message_id] = None
+        self.recent_ids[entry_id] = None
         if len(self.recent_ids) > RECENT_IDS_KEPT:
             self.recent_ids.popitem(last=False)
-        receiver_id = message["receiver"]["id"]
-        self.seen[receiver_id] = max(self.seen.get(receiver_id, 0), int(message["seq"]))
+        receiver_id = entry["receiver"]["id"]
+        self.seen[receiver_id] = max(self.seen.get(receiver_id, 0), int(entry["seq"]))
         return True
 
     def replay(self, message: dict[str, Any]) -> bool:
@@ -155,6 +172,13 @@ class Connection:
         if not self._first_sight(message):
             return True
         return self.send_frame({"type": "message", "message": message})
+
+    def replay_frame(self, frame: dict[str, Any]) -> bool:
+        """Queue a missed log entry's frame (message or event) during a resume."""
+        entry = log_entry(frame)
+        if entry is not None and not self._first_sight(entry):
+            return True
+        return self.send_frame(frame)
 
     def release(self) -> bool:
         """End a resume: queue the live frames held meanwhile that were not replayed."""

@@ -14,9 +14,9 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus.consumer import ConsumerLoop
+from libs.contracts.conversations import MESSAGE_COMMANDS
 from libs.contracts.envelope import Codec
 from libs.contracts.keys import RedisKeys
-from libs.contracts.messages import MESSAGE_COMMANDS
 from libs.contracts.topics import MESSAGES_COMMANDS
 from libs.lifecycle import (
     MONGO,
@@ -30,6 +30,7 @@ from libs.lifecycle import (
 )
 from libs.storage.mongo import bootstrap_collections
 from message_service.handlers import Validator, handle_send_batch
+from message_service.message_state import MessageStates
 from message_service.repository import COLLECTIONS, Ledger, RecentCache
 from message_service.sequencing import Sequencer
 from message_service.settings import MessageServiceSettings
@@ -89,6 +90,8 @@ def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> Cons
             validator=Validator(app[REDIS], keys),
             sequencer=sequencer,
             cache=cache,
+            states=MessageStates(app[MONGO]),
+            edit_window_s=settings.edit_window_s,
         ),
         producer=app[PRODUCER],
         bootstrap=settings.kafka_bootstrap_servers,

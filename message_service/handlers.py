@@ -19,12 +19,21 @@ from redis.asyncio import Redis
 
 from libs.bus.consumer import Delivery
 from libs.bus.outbox import Outbox
+from libs.contracts.conversations import AppendEvent, ChangeMessage, ConversationEvent
 from libs.contracts.keys import RedisKeys
-from libs.contracts.messages import MessageAccepted, MessageView, SendMessage, SendMessagePayload
-from libs.contracts.topics import MESSAGES_EVENTS
+from libs.contracts.messages import (
+    MessageAccepted,
+    MessageAcceptedPayload,
+    MessageView,
+    SendMessage,
+    SendMessagePayload,
+)
+from libs.contracts.topics import MESSAGES_COMMANDS, MESSAGES_EVENTS
 from libs.errors import DomainError, Forbidden, NotFound, Unavailable
 from libs.logging import get_logger
-from message_service.repository import RecentCache
+from message_service.changes import plan_changes
+from message_service.message_state import MessageStates
+from message_service.repository import LogCommand, RecentCache
 from message_service.sequencing import Sequencer
 
 log = get_logger(__name__)
@@ -39,6 +48,10 @@ MESSAGES_REPLAYED = Counter(
 MESSAGES_REJECTED = Counter(
     "messenger_messages_rejected_total", "Commands refused by validation", ["code"]
 )
+CHANGES_APPLIED = Counter(
+    "messenger_message_changes_applied_total", "Edits, deletes and reactions applied", ["action"]
+)
+CHANGES_REJECTED = Counter("messenger_message_changes_rejected_total", "Changes refused", ["code"])
 
 USERS_PROJECTION = "users"
 GROUPS_PROJECTION = "groups"
@@ -102,18 +115,57 @@ async def handle_send_batch(
     validator: Validator,
     sequencer: Sequencer,
     cache: RecentCache,
+    states: MessageStates,
+    edit_window_s: float,
 ) -> None:
-    """Accept a batch of SendMessage commands (see the module docstring)."""
+    """Accept a batch of SendMessage, ChangeMessage and AppendEvent commands.
+
+    Changes are decided first (message_service.changes), then every new entry of
+    the batch (messages, and the events of changes and appends) is sequenced at
+    once, the changed state is saved, the caches are written, and the events and
+    replies go out.
+    """
     requests = [d.message for d in deliveries if isinstance(d.message, SendMessage)]
-    if not requests:
+    changes = [d.message for d in deliveries if isinstance(d.message, ChangeMessage)]
+    appends = [d.message for d in deliveries if isinstance(d.message, AppendEvent)]
+    if not (requests or changes or appends):
         return
-    verdicts = await validator.check([r.payload for r in requests])
+    verdicts = await validator.check([r.payload for r in requests]) if requests else []
     valid = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
-    acceptances = await sequencer.accept([r.payload for r in valid])
-    accepted = dict(zip((r.id for r in valid), acceptances, strict=True))
-    unique = {a.message.message_id: a.message for a in acceptances}
-    fresh = {a.message.message_id for a in acceptances if a.fresh}
-    await cache.add(list(unique.values()), fresh)
+    plan = await plan_changes(changes, states, edit_window_s=edit_window_s)
+    entries: list[LogCommand] = [r.payload for r in valid]
+    entries += [a.payload for a in appends]
+    entries += plan.own_events
+    acceptances = await sequencer.accept(entries)
+    await states.save(list(plan.changed_docs.values()))
+    sends = acceptances[: len(valid)]
+    accepted = dict(zip((r.id for r in valid), sends, strict=True))
+    unique = {a.message.message_id: a.message for a in sends}  # type: ignore[union-attr]
+    fresh = {a.message.message_id for a in sends if a.fresh}  # type: ignore[union-attr]
+    events = {
+        a.message.event_id: a.message  # type: ignore[union-attr]
+        for a in acceptances[len(valid) :]
+    }
+    if unique:
+        await cache.add(list(unique.values()), fresh)  # type: ignore[arg-type]
+        await cache.locate(list(unique.values()))  # type: ignore[arg-type]
+    await cache.add_events(list(events.values()))  # type: ignore[arg-type]
+    await cache.rewrite_messages(plan.views_to_cache())
+    await cache.purge_edits(
+        [e for e in events.values() if e.body.type == "message_deleted"]  # type: ignore[union-attr]
+    )
+
+    for event in events.values():
+        outbox.emit(MESSAGES_EVENTS, event.receiver_id, ConversationEvent.of(event))
+    for other, mirror in plan.mirrors:
+        outbox.emit(MESSAGES_COMMANDS, other, AppendEvent.of(mirror))
+    for command, answer in zip(changes, plan.answers, strict=True):
+        if isinstance(answer, DomainError):
+            outbox.reply_error(command, answer)
+            CHANGES_REJECTED.labels(answer.code).inc()
+        else:
+            outbox.reply(command, answer.view.stored())
+            CHANGES_APPLIED.labels(command.payload.action).inc(int(answer.changed))
 
     emitted: set[str] = set()
     for request, verdict in zip(requests, verdicts, strict=True):
@@ -121,6 +173,7 @@ async def handle_send_batch(
             outbox.reply_error(request, verdict)
             continue
         message = accepted[request.id].message
+        assert isinstance(message, MessageAcceptedPayload)
         if message.message_id not in emitted:
             # Re-emitted for replays too: the first emission may not have been published.
             emitted.add(message.message_id)
@@ -129,9 +182,9 @@ async def handle_send_batch(
                 message.receiver_id,
                 MessageAccepted.of(message, correlation_id=request.correlation_id),
             )
-        outbox.reply(request, MessageView.of(message, status="sent"))
+        outbox.reply(request, {**MessageView.of(message).stored(), "status": "sent"})
     MESSAGES_ACCEPTED.inc(len(fresh))
-    MESSAGES_REPLAYED.inc(len(acceptances) - len(fresh))
+    MESSAGES_REPLAYED.inc(len(sends) - len(fresh))
     for verdict in verdicts:
         if verdict is not None:
             MESSAGES_REJECTED.labels(verdict.code).inc()

@@ -26,15 +26,19 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 from redis.asyncio import Redis
 
+from libs.contracts.conversations import AppendEventPayload, ConversationEventPayload, EventView
 from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import (
     MessageAcceptedPayload,
     MessageView,
+    SendMessagePayload,
     conversation_id,
+    from_millis,
     position,
     to_millis,
 )
@@ -88,7 +92,67 @@ def _ledger_id(receiver_id: str, seq: int) -> str:
     return f"{receiver_id}:{seq}"
 
 
-def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]:
+#: What the ledger sequences: a message, or an event of a receiver's log.
+LogRecord = MessageAcceptedPayload | ConversationEventPayload
+#: The command behind a ledger entry.
+LogCommand = SendMessagePayload | AppendEventPayload
+
+
+def entry_key(command: LogCommand) -> str:
+    """The dedupe key of a command (unique per receiver in the ledger)."""
+    if isinstance(command, AppendEventPayload):
+        return f"{command.receiver_id}|event|{command.event_id}"
+    return dedupe_key(
+        command.receiver_id, command.sender_id, command.client_msg_id, command.message_id
+    )
+
+
+def entry_id(item: LogCommand | LogRecord) -> str:
+    """The id of a log entry: the message id, or the event id."""
+    if isinstance(item, AppendEventPayload | ConversationEventPayload):
+        return item.event_id
+    return item.message_id
+
+
+def stamp(command: LogCommand, seq: int, created_ms: int) -> LogRecord:
+    """The record of `command` at `seq` in its receiver's log."""
+    if isinstance(command, AppendEventPayload):
+        return ConversationEventPayload(
+            event_id=command.event_id,
+            receiver_kind=command.receiver_kind,
+            receiver_id=command.receiver_id,
+            seq=seq,
+            created_at=from_millis(created_ms),
+            body=command.body,
+            applies=command.applies,
+        )
+    return MessageAcceptedPayload(
+        message_id=command.message_id,
+        receiver_kind=command.receiver_kind,
+        receiver_id=command.receiver_id,
+        seq=seq,
+        sender_id=command.sender_id,
+        content=command.content,
+        client_msg_id=command.client_msg_id,
+        client_sent_at=command.client_sent_at,
+        created_at=from_millis(created_ms),
+        reply_to=command.reply_to,
+    )
+
+
+def ledger_document(key: str, message: LogRecord) -> dict[str, Any]:
+    if isinstance(message, ConversationEventPayload):
+        return {
+            "_id": _ledger_id(message.receiver_id, message.seq),
+            "key": key,
+            "receiver_id": message.receiver_id,
+            "seq": message.seq,
+            # The unique (receiver_id, message_id) index holds entry ids of both kinds.
+            "message_id": message.event_id,
+            "entry": "event",
+            "created_at": message.created_at,
+            "event": message.model_dump(mode="json"),
+        }
     return {
         "_id": _ledger_id(message.receiver_id, message.seq),
         "key": key,
@@ -101,10 +165,13 @@ def ledger_document(key: str, message: MessageAcceptedPayload) -> dict[str, Any]
         "client_msg_id": message.client_msg_id,
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
+        "reply_to": message.reply_to.model_dump() if message.reply_to else None,
     }
 
 
-def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
+def accepted_from_ledger(doc: dict[str, Any]) -> LogRecord:
+    if doc.get("entry") == "event":
+        return ConversationEventPayload.model_validate(doc["event"])
     return MessageAcceptedPayload(
         message_id=doc["message_id"],
         receiver_kind=doc["receiver_kind"],
@@ -115,6 +182,7 @@ def accepted_from_ledger(doc: dict[str, Any]) -> MessageAcceptedPayload:
         client_msg_id=doc.get("client_msg_id"),
         client_sent_at=doc.get("client_sent_at"),
         created_at=doc["created_at"],
+        reply_to=doc.get("reply_to"),
     )
 
 
@@ -130,9 +198,7 @@ class Ledger:
             grouped.setdefault(self.shards.shard_index(receiver_of(item)), []).append(item)
         return grouped
 
-    async def originals(
-        self, wanted: Sequence[tuple[str, str, str]]
-    ) -> dict[str, MessageAcceptedPayload]:
+    async def originals(self, wanted: Sequence[tuple[str, str, str]]) -> dict[str, LogRecord]:
         """Ledger entries of (receiver_id, key, message_id) triples, by key and by
         message_id (rare path: retries and redeliveries; one query per shard)."""
         grouped = self._by_shard(wanted, lambda triple: triple[0])
@@ -148,7 +214,7 @@ class Ledger:
             return [doc async for doc in self.shards.databases[shard][LEDGER].find(query)]
 
         found = await _all_shards(on_shard(shard, group) for shard, group in grouped.items())
-        originals: dict[str, MessageAcceptedPayload] = {}
+        originals: dict[str, LogRecord] = {}
         for part in found:
             for doc in part:
                 message = accepted_from_ledger(doc)
@@ -198,7 +264,7 @@ class Ledger:
                 low, last = middle, doc
         return ReceiverPosition(int(last["seq"]), to_millis(last["created_at"]))
 
-    async def record(self, entries: Sequence[tuple[str, MessageAcceptedPayload]]) -> list[Outcome]:
+    async def record(self, entries: Sequence[tuple[str, LogRecord]]) -> list[Outcome]:
         """Insert (dedupe key, message) entries: one ordered insert per shard, the
         shards at once. Per shard the entries up to the first duplicate are stored,
         that one is refused and the rest are not attempted (so a refusal never
@@ -310,9 +376,50 @@ return size
 """
 
 
+# KEYS: inbox zset. ARGV: message id. Rewrites the message's cached edit events
+# without their content.
+_PURGE_EDITS = """
+local purged = 0
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local member = entries[i]
+  if string.find(member, ARGV[1], 1, true) and string.find(member, 'message_edited', 1, true) then
+    local ok, data = pcall(cjson.decode, member)
+    if ok and data['type'] == 'message_edited' and data['message_id'] == ARGV[1] then
+      data['content'] = nil
+      redis.call('ZREM', KEYS[1], member)
+      redis.call('ZADD', KEYS[1], entries[i + 1], cjson.encode(data))
+      purged = purged + 1
+    end
+  end
+end
+return purged
+"""
+
+
 def cache_body(message: MessageAcceptedPayload) -> str:
-    view = MessageView.of(message)
-    return view.model_dump_json(exclude={"status"})
+    return orjson.dumps(MessageView.of(message).stored()).decode()
+
+
+def event_body(event: ConversationEventPayload) -> str:
+    """An event in the per-receiver sync cache (it has a `type`; a message has none)."""
+    return EventView.of(event).model_dump_json(exclude_none=True)
+
+
+# KEYS: bodies hash, inbox zset. ARGV: position, seq, body, ttl_s. Replaces a cached
+# message where it is cached (a message no longer cached stays uncached).
+_CACHE_REWRITE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+local seq = ARGV[2]
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], seq, seq)
+if #old > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], seq, seq)
+  redis.call('ZADD', KEYS[2], seq, ARGV[3])
+end
+return #old
+"""
 
 
 class RecentCache:
@@ -332,6 +439,71 @@ class RecentCache:
         self.inbox_cap = inbox_cap
         self.ttl_s = ttl_s
         self._script = redis.register_script(_CACHE_WRITE)
+        self._rewrite = redis.register_script(_CACHE_REWRITE)
+        self._purge = redis.register_script(_PURGE_EDITS)
+
+    async def add_events(self, events: Sequence[ConversationEventPayload]) -> None:
+        """Add logged events to their receivers' sync cache, like messages (by seq)."""
+        if not events:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for receiver_id in dict.fromkeys(e.receiver_id for e in events):
+                key = self.keys.recent_inbox(receiver_id)
+                pipe.zadd(
+                    key, {event_body(e): e.seq for e in events if e.receiver_id == receiver_id}
+                )
+                pipe.zremrangebyrank(key, 0, -self.inbox_cap - 1)
+                pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def rewrite_messages(self, views: Sequence[MessageView]) -> None:
+        """Replace cached messages with their current state (edit, delete: the purge,
+        reactions) in the conversation's history cache and the receiver's sync cache."""
+        if not views:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for view in views:
+                conversation = conversation_id(view.receiver.kind, view.receiver.id, view.sender_id)
+                await self._rewrite(
+                    keys=[
+                        self.keys.recent_bodies(conversation),
+                        self.keys.recent_inbox(view.receiver.id),
+                    ],
+                    args=[
+                        position(view.created_at, view.id),
+                        view.seq,
+                        orjson.dumps(view.stored()).decode(),
+                    ],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def purge_edits(self, deletes: Sequence[ConversationEventPayload]) -> None:
+        """A message was deleted: drop the content of its edit events from the sync
+        cache of the receiver whose log got the delete."""
+        if not deletes:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event in deletes:
+                await self._purge(
+                    keys=[self.keys.recent_inbox(event.receiver_id)],
+                    args=[event.body.message_id or ""],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def locate(self, messages: Sequence[MessageAcceptedPayload]) -> None:
+        """Where each new message is (RedisKeys.message_locator), for the gateway's
+        edit, delete, reaction and reply checks; written before the reply."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for m in messages:
+                pipe.set(
+                    self.keys.message_locator(m.message_id),
+                    f"{m.receiver_kind}|{m.receiver_id}|{m.seq}|{m.sender_id}|"
+                    f"{position(m.created_at, m.message_id)}",
+                    ex=self.ttl_s,
+                )
+            await pipe.execute()
 
     async def add(self, messages: Sequence[MessageAcceptedPayload], fresh: set[str]) -> None:
         """Add messages; those whose id is in `fresh` (newly sequenced) may start coverage.

@@ -34,18 +34,27 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from libs.contracts.messages import MessageAcceptedPayload, SendMessagePayload, from_millis
 from libs.logging import get_logger
-from message_service.repository import Ledger, Outcome, ReceiverPosition, dedupe_key
+from message_service.repository import (
+    Ledger,
+    LogCommand,
+    LogRecord,
+    Outcome,
+    ReceiverPosition,
+    entry_id,
+    entry_key,
+    stamp,
+)
 
 log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Acceptance:
-    """The outcome for one command: the accepted message, and whether it is new."""
+    """The outcome for one command: the accepted entry (a message or an event), and
+    whether it is new."""
 
-    message: MessageAcceptedPayload
+    message: LogRecord
     fresh: bool
 
 
@@ -57,7 +66,7 @@ class Sequencer:
     ) -> None:
         self.ledger = ledger
         self.positions: dict[str, ReceiverPosition] = {}
-        self.recent: OrderedDict[str, MessageAcceptedPayload] = OrderedDict()
+        self.recent: OrderedDict[str, LogRecord] = OrderedDict()
         self.dedupe_memory = dedupe_memory
         self.counter_interval_s = counter_interval_s
         #: Positions stored in the ledger since their counter was last written.
@@ -96,13 +105,13 @@ class Sequencer:
         self.positions.clear()
         self.recent.clear()
 
-    def _remember(self, key: str, message: MessageAcceptedPayload) -> None:
+    def _remember(self, key: str, message: LogRecord) -> None:
         self.recent[key] = message
         self.recent.move_to_end(key)
         while len(self.recent) > self.dedupe_memory:
             self.recent.popitem(last=False)
 
-    async def accept(self, commands: Sequence[SendMessagePayload]) -> list[Acceptance]:
+    async def accept(self, commands: Sequence[LogCommand]) -> list[Acceptance]:
         receivers = {c.receiver_id for c in commands}
         try:
             return await self._accept(commands)
@@ -111,10 +120,8 @@ class Sequencer:
                 self.positions.pop(receiver_id, None)
             raise
 
-    async def _accept(self, commands: Sequence[SendMessagePayload]) -> list[Acceptance]:
-        keys = [
-            dedupe_key(c.receiver_id, c.sender_id, c.client_msg_id, c.message_id) for c in commands
-        ]
+    async def _accept(self, commands: Sequence[LogCommand]) -> list[Acceptance]:
+        keys = [entry_key(c) for c in commands]
         results: list[Acceptance | None] = [None] * len(commands)
         first_of_key: dict[str, int] = {}
         aliases: dict[int, int] = {}
@@ -142,7 +149,7 @@ class Sequencer:
 
     async def _sequence(
         self,
-        commands: Sequence[SendMessagePayload],
+        commands: Sequence[LogCommand],
         keys: Sequence[str],
         pending: list[int],
         results: list[Acceptance | None],
@@ -171,11 +178,11 @@ class Sequencer:
                     again.append(index)
             if refused:
                 originals = await self.ledger.originals(
-                    [(commands[i].receiver_id, keys[i], commands[i].message_id) for i in refused]
+                    [(commands[i].receiver_id, keys[i], entry_id(commands[i])) for i in refused]
                 )
                 for index in refused:
                     original = originals.get(keys[index]) or originals.get(
-                        commands[index].message_id
+                        entry_id(commands[index])
                     )
                     if original is not None and original.receiver_id == commands[index].receiver_id:
                         results[index] = Acceptance(original, fresh=False)
@@ -192,31 +199,18 @@ class Sequencer:
         await self._advance_counters_behind()
 
     def _propose(
-        self, commands: Sequence[SendMessagePayload], pending: Sequence[int]
-    ) -> dict[int, tuple[ReceiverPosition, MessageAcceptedPayload]]:
+        self, commands: Sequence[LogCommand], pending: Sequence[int]
+    ) -> dict[int, tuple[ReceiverPosition, LogRecord]]:
         """The next seqs and created_at of `pending`, from the known positions."""
         now_ms = int(time.time() * 1000)
         last: dict[str, ReceiverPosition] = {}
-        proposal: dict[int, tuple[ReceiverPosition, MessageAcceptedPayload]] = {}
+        proposal: dict[int, tuple[ReceiverPosition, LogRecord]] = {}
         for index in pending:
             command = commands[index]
             previous = last.get(command.receiver_id) or self.positions[command.receiver_id]
             nxt = ReceiverPosition(previous.seq + 1, max(now_ms, previous.created_ms + 1))
             last[command.receiver_id] = nxt
-            proposal[index] = (
-                nxt,
-                MessageAcceptedPayload(
-                    message_id=command.message_id,
-                    receiver_kind=command.receiver_kind,
-                    receiver_id=command.receiver_id,
-                    seq=nxt.seq,
-                    sender_id=command.sender_id,
-                    content=command.content,
-                    client_msg_id=command.client_msg_id,
-                    client_sent_at=command.client_sent_at,
-                    created_at=from_millis(nxt.created_ms),
-                ),
-            )
+            proposal[index] = (nxt, stamp(command, nxt.seq, nxt.created_ms))
         return proposal
 
 

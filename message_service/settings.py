@@ -30,3 +30,5 @@ class MessageServiceSettings(ServiceSettings):
     counter_interval_s: float = Field(5.0, ge=0, le=300)
     #: Dedupe keys remembered in memory (retries answered without MongoDB).
     dedupe_memory: int = Field(20_000, ge=0)
+    #: How long after sending its sender may edit a message (MESSAGE_SERVICE_EDIT_WINDOW_S).
+    edit_window_s: float = Field(48 * 3600, ge=0)

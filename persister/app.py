@@ -12,8 +12,8 @@ from functools import partial
 from aiohttp import web
 
 from libs.bus.consumer import ConsumerLoop
+from libs.contracts.conversations import MESSAGE_EVENTS
 from libs.contracts.envelope import Codec
-from libs.contracts.messages import MESSAGE_EVENTS
 from libs.contracts.topics import MESSAGES_EVENTS
 from libs.lifecycle import (
     MONGO,
@@ -24,6 +24,7 @@ from libs.lifecycle import (
     producer_context,
 )
 from libs.storage.mongo import bootstrap_collections
+from persister.changes import EVENT_COLLECTIONS, EventStore
 from persister.handlers import persist_batch
 from persister.repository import COLLECTIONS, MessageStore
 from persister.settings import PersisterSettings
@@ -40,7 +41,7 @@ def create_app(settings: PersisterSettings) -> web.Application:
 
 
 async def _bootstrap(app: web.Application) -> AsyncIterator[None]:
-    await bootstrap_collections(app[MONGO], COLLECTIONS)
+    await bootstrap_collections(app[MONGO], (*COLLECTIONS, *EVENT_COLLECTIONS))
     yield
 
 
@@ -49,7 +50,9 @@ def _consumer(app: web.Application, *, settings: PersisterSettings) -> ConsumerL
         group=settings.consumer_group("persister"),
         topics=[MESSAGES_EVENTS],
         codec=Codec(*MESSAGE_EVENTS),
-        handler=partial(persist_batch, store=MessageStore(app[MONGO])),
+        handler=partial(
+            persist_batch, store=MessageStore(app[MONGO]), events=EventStore(app[MONGO])
+        ),
         producer=app[PRODUCER],
         bootstrap=settings.kafka_bootstrap_servers,
         namespace=settings.namespace,

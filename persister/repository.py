@@ -50,6 +50,7 @@ def message_document(message: MessageAcceptedPayload) -> dict[str, Any]:
         "client_msg_id": message.client_msg_id,
         "client_sent_at": message.client_sent_at,
         "created_at": message.created_at,
+        "reply_to": message.reply_to.model_dump() if message.reply_to else None,
     }
 
 

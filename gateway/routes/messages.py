@@ -30,6 +30,8 @@ from gateway.history import (
 from gateway.keys import KEYS, REDIS
 from gateway.sending import EntityId, SendMessageBody, send_message
 from gateway.status import annotate_status
+from gateway.views import render_views
+from libs.contracts.conversations import EventView
 from libs.contracts.messages import MessageView
 from libs.errors import Invalid, NotFound, Unavailable
 
@@ -70,9 +72,13 @@ class SyncQuery(BaseModel):
 
 
 class SyncPage(BaseModel):
-    """Messages addressed to the caller (inbox and groups) after `cursor`, oldest first."""
+    """What was logged for the caller (inbox and groups) after `cursor`, oldest first:
+    the messages, and the events (edits, deletes, reactions, conversation updates;
+    docs/conversations.md). Per receiver, messages and events share one gap-free seq
+    sequence: apply both in seq order. Messages are in their current state."""
 
     messages: list[MessageView]
+    events: list[EventView] = Field(default_factory=list)
     cursor: str
     has_more: bool
 
@@ -89,7 +95,8 @@ async def post_message(
     request: web.Request, principal: Principal, body: SendMessageBody
 ) -> MessageView:
     """Answers once the message is accepted and durable in Kafka (status "sent"). A
-    retry with the same client_msg_id answers the original message (same id, seq)."""
+    retry with the same client_msg_id answers the original message (same id, seq).
+    `reply_to` names a message of the same conversation (else 422)."""
     return await send_message(request.app, principal, body)
 
 
@@ -158,6 +165,7 @@ async def get_history(
         ascending=ascending,
     )
     await annotate_status(request.app, principal.user_id, page.messages)
+    await render_views(request.app, principal.user_id, page.messages)
     next_cursor = prev_cursor = None
     if page.messages:
         newest, oldest = page.messages[0], page.messages[-1]
@@ -190,6 +198,14 @@ async def get_sync(request: web.Request, principal: Principal, query: SyncQuery)
     if not ready:
         raise Unavailable("group data is being rebuilt; retry shortly")
     receivers = [principal.user_id, *sorted(groups)]
-    messages, advanced, more = await read_sync(request.app, receivers, seqs, query.limit)
+    blocked = await redis.smembers(keys.blocks(principal.user_id))
+    entries, advanced, more = await read_sync(
+        request.app, receivers, seqs, query.limit, hidden_actors=blocked
+    )
+    messages = [e for e in entries if isinstance(e, MessageView)]
+    events = [e for e in entries if isinstance(e, EventView)]
     await annotate_status(request.app, principal.user_id, messages)
-    return SyncPage(messages=messages, cursor=encode_sync_cursor(advanced), has_more=more)
+    await render_views(request.app, principal.user_id, messages)
+    return SyncPage(
+        messages=messages, events=events, cursor=encode_sync_cursor(advanced), has_more=more
+    )

@@ -56,6 +56,8 @@ from gateway.push import (
 from gateway.sending import SendMessageBody, send_message
 from gateway.settings import GatewaySettings
 from gateway.sockets import Connection
+from gateway.views import render_views
+from libs.contracts.messages import MessageView
 from libs.contracts.receipts import AdvanceWatermark, AdvanceWatermarkPayload, WatermarkView
 from libs.contracts.topics import RECEIPTS_COMMANDS
 from libs.errors import (
@@ -331,6 +333,7 @@ async def _resume(
 ) -> None:
     """Replay the missed messages (the sync read), holding live pushes until done."""
     groups = await user_groups(app[REDIS], app[KEYS], principal.user_id)
+    blocked = await app[REDIS].smembers(app[KEYS].blocks(principal.user_id))
     receivers = [principal.user_id, *sorted(groups)]
     seqs = {r: frame.seqs.get(r, 0) for r in receivers}
     conn.held = []
@@ -338,9 +341,16 @@ async def _resume(
     more = True
     try:
         while more and replayed < RESUME_MAX_MESSAGES:
-            page, seqs, more = await read_sync(app, receivers, seqs, RESUME_PAGE)
-            for message in page:
-                conn.replay(message.model_dump(mode="json"))
+            page, seqs, more = await read_sync(
+                app, receivers, seqs, RESUME_PAGE, hidden_actors=blocked
+            )
+            messages = [e for e in page if isinstance(e, MessageView)]
+            await render_views(app, principal.user_id, messages)
+            for entry in page:
+                if isinstance(entry, MessageView):
+                    conn.replay(entry.model_dump(mode="json"))
+                else:
+                    conn.replay_frame(entry.frame())
             replayed += len(page)
             if not page:
                 break

@@ -98,6 +98,12 @@ class RedisKeys:
         (inbox or group log; sync cache). Covers (min, max] when its size is max-min+1."""
         return self.key("recent_inbox", receiver_id)
 
+    def message_locator(self, message_id: str) -> str:
+        """String "<receiver_kind>|<receiver_id>|<seq>|<sender_id>|<position>" of a
+        message, written before the send's reply (the gateway finds a message to edit,
+        delete, react or reply to with it; MongoDB by _id when it expired)."""
+        return self.key("msg_loc", message_id)
+
     # -- delivery_service (owner); the gateway publishes/reads its socket registry -----
     def session_revocations(self) -> str:
         """Pub/sub channel: a JSON list of revoked session token hashes (every gateway
@@ -138,6 +144,21 @@ class RedisKeys:
     def message_ref(self, message_id: str) -> str:
         """String "<receiver_kind>|<receiver_id>|<seq>|<sender_id>" of a recent message."""
         return self.key("msg_ref", message_id)
+
+    def inbox(self, user_id: str, archived: bool) -> str:
+        """Sorted set conversation ("user:<peer>" | "group:<id>") -> last activity (ms):
+        the user's inbox order, one set for archived conversations, one for the rest."""
+        return self.key("inbox_archived" if archived else "inbox", user_id)
+
+    def inbox_entry(self, user_id: str, conversation: str) -> str:
+        """Hash of one inbox entry: kind, id, last_message (JSON), last_activity_ms,
+        muted, archived ("0"/"1")."""
+        return self.key("inbox_entry", user_id, conversation)
+
+    def unread(self, user_id: str, conversation: str) -> str:
+        """Sorted set of the seqs of others' messages the user has not read in one
+        conversation (its size is the unread count: O(1))."""
+        return self.key("unread", user_id, conversation)
 
     def seq_senders(self, receiver_id: str) -> str:
         """Sorted set "<seq>:<sender_id>" by seq: who sent what recently (receipt fan-out)."""

@@ -16,7 +16,7 @@ order as one sortable string, used by the history cache and cursors.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,18 @@ from libs.contracts.envelope import Envelope, Payload
 ReceiverKind = Literal["user", "group"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONTENT_MAX_CHARS = 4000
+
+
+class ReplyRef(Payload):
+    """What a reply stores of the message it answers (no copy of its content: the
+    preview is read from the original at read time, so a delete purges it too)."""
+
+    id: str
+    sender_id: str
+    #: The original's receiver and position (libs.contracts.messages.position): where
+    #: readers find it in the cache or on its shard.
+    receiver_id: str
+    position: str
 
 
 class SendMessagePayload(Payload):
@@ -36,6 +48,7 @@ class SendMessagePayload(Payload):
     client_msg_id: str | None = None
     client_sent_at: datetime | None = None
     created_at: datetime  # gateway clock, at acceptance of the HTTP/WS request
+    reply_to: ReplyRef | None = None
 
 
 class SendMessage(Envelope):
@@ -60,6 +73,7 @@ class MessageAcceptedPayload(Payload):
     client_sent_at: datetime | None = None
     #: Acceptance time (message_service), millisecond precision, increasing per receiver.
     created_at: datetime
+    reply_to: ReplyRef | None = None
 
 
 class MessageAccepted(Envelope):
@@ -73,10 +87,6 @@ class MessageAccepted(Envelope):
     payload: MessageAcceptedPayload
 
 
-MESSAGE_COMMANDS = (SendMessage,)
-MESSAGE_EVENTS = (MessageAccepted,)
-
-
 class ReceiverRef(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -84,8 +94,23 @@ class ReceiverRef(BaseModel):
     id: str
 
 
+class ReplyView(BaseModel):
+    """The message a reply answers: a short preview of its current content, or its
+    tombstone (deleted, no preview) once it was deleted."""
+
+    id: str
+    sender_id: str
+    preview: str | None = None
+    deleted: bool = False
+    #: Internal: where readers find the original (never serialized to clients).
+    receiver_id: str | None = Field(None, exclude=True)
+    position: str | None = Field(None, exclude=True)
+
+
 class MessageView(BaseModel):
-    """A message as clients see it (POST /v1/messages, history, sync, pushes)."""
+    """A message as clients see it (POST /v1/messages, history, sync, pushes), in its
+    current state: edited content with `edited_at`, or a tombstone (`deleted`, no
+    content, reactions or reply preview)."""
 
     id: str
     seq: int
@@ -100,9 +125,20 @@ class MessageView(BaseModel):
     #: Group messages the caller sent: members (but the sender) that got / read it.
     delivered_count: int | None = None
     read_count: int | None = None
+    edited_at: datetime | None = None
+    deleted: bool = False
+    #: emoji -> how many users reacted with it.
+    reactions: dict[str, int] = Field(default_factory=dict)
+    #: The emojis the caller reacted with.
+    my_reactions: list[str] = Field(default_factory=list)
+    reply_to: ReplyView | None = None
+    #: Internal: emoji -> the users who reacted (stored and cached; rendered into
+    #: `reactions` / `my_reactions` for each caller, never serialized to clients).
+    reactors: dict[str, list[str]] | None = Field(None, exclude=True)
 
     @classmethod
     def of(cls, accepted: MessageAcceptedPayload, status: str | None = None) -> MessageView:
+        reply = accepted.reply_to
         return cls(
             id=accepted.message_id,
             seq=accepted.seq,
@@ -113,7 +149,27 @@ class MessageView(BaseModel):
             client_msg_id=accepted.client_msg_id,
             client_sent_at=accepted.client_sent_at,
             status=status,
+            reply_to=(
+                ReplyView(
+                    id=reply.id,
+                    sender_id=reply.sender_id,
+                    receiver_id=reply.receiver_id,
+                    position=reply.position,
+                )
+                if reply is not None
+                else None
+            ),
         )
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON-ready form kept in the caches: the view plus its internal fields
+        (reactors, the reply's location), without per-caller fields."""
+        data = self.model_dump(mode="json", exclude={"status", "my_reactions", "reactions"})
+        data["reactors"] = self.reactors or {}
+        if self.reply_to is not None:
+            data["reply_to"]["receiver_id"] = self.reply_to.receiver_id
+            data["reply_to"]["position"] = self.reply_to.position
+        return data
 
 
 def to_millis(moment: datetime) -> int:
@@ -139,3 +195,7 @@ def conversation_id(kind: ReceiverKind, receiver_id: str, sender_id: str) -> str
         return f"g:{receiver_id}"
     low, high = sorted((receiver_id, sender_id))
     return f"d:{low}:{high}"
+
+
+#: How long a reply's preview of the original is, in characters.
+REPLY_PREVIEW_CHARS = 100

@@ -15,6 +15,7 @@ MESSAGES_COMMANDS: Final = "messages.commands.v1"
 MESSAGES_EVENTS: Final = "messages.events.v1"
 RECEIPTS_COMMANDS: Final = "receipts.commands.v1"
 RECEIPTS_EVENTS: Final = "receipts.events.v1"
+CONVERSATIONS_COMMANDS: Final = "conversations.commands.v1"
 
 #: Topics created at bootstrap, each with a dead-letter twin.
 DOMAIN_TOPICS: Final[tuple[str, ...]] = (
@@ -26,6 +27,7 @@ DOMAIN_TOPICS: Final[tuple[str, ...]] = (
     MESSAGES_EVENTS,
     RECEIPTS_COMMANDS,
     RECEIPTS_EVENTS,
+    CONVERSATIONS_COMMANDS,
 )
 
 DLQ_SUFFIX: Final = ".dlq"

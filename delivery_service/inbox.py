@@ -1,0 +1,313 @@
+"""The inbox read model: each user's conversations, their last message, unread count,
+mute and archive. The only code writing it (readers: libs/inbox_projection.py).
+
+Redis (keys in libs/contracts/keys.py, delivery section):
+- `inbox:<user>` / `inbox_archived:<user>`: sorted sets conversation -> last
+  activity (ms), the order of GET /v1/conversations; a conversation is in one of them;
+- `inbox_entry:<user>:<conversation>`: hash kind, id, last_activity_ms,
+  last_message (stored MessageView JSON), last_message_id, muted, archived,
+  read_seq (the user's read watermark of the conversation, as far as seen here);
+- `unread:<user>:<conversation>`: sorted set of the seqs of others' messages
+  after the read watermark. The unread count is its ZCARD: O(1), never a count
+  over messages. A read removes the seqs up to the watermark; a delete removes the
+  message's seq. Bounded to UNREAD_KEPT (the count saturates there).
+Conversations are "user:<peer>" and "group:<group id>", as the user names them.
+
+MongoDB `conversation_settings` (on the user's shard, `_id` = "<user>|<conversation>"):
+the durable mute/archive settings, written before the reply to a PATCH (and when
+a message un-archives a conversation); they are reloaded into Redis when the
+`projection_ready("inbox")` sentinel is missing (Redis flushed). The rest of the
+model (last message, unread seqs) is derived from the message stream and refills
+as messages arrive (docs/conversations.md, known limits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pymongo import UpdateOne
+from redis.asyncio import Redis
+
+from libs.contracts.keys import RedisKeys
+from libs.inbox_projection import PROJECTION, SETTINGS_COLLECTION, settings_id
+from libs.storage.mongo import CollectionSpec, MongoShards, bulk_update
+
+SETTINGS = CollectionSpec(SETTINGS_COLLECTION, shard_key={"user_id": "hashed"})
+#: Unread seqs kept per conversation: the unread count saturates here.
+UNREAD_KEPT = 10_000
+
+# KEYS: entry, inbox, inbox_archived, unread. ARGV: conversation, kind, id, ms,
+# last_message JSON ('' = none), last_message_id, unread seq ('' = none), cap,
+# is_message ('1': a new message, which un-archives unless muted). Returns 1 when
+# it un-archived the conversation.
+_TOUCH = """
+local muted = redis.call('HGET', KEYS[1], 'muted') == '1'
+local archived = redis.call('HGET', KEYS[1], 'archived') == '1'
+local current = tonumber(redis.call('HGET', KEYS[1], 'last_activity_ms') or '0')
+local ms = tonumber(ARGV[4])
+local unarchived = 0
+redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'id', ARGV[3])
+if ms >= current then
+  redis.call('HSET', KEYS[1], 'last_activity_ms', ARGV[4])
+  if ARGV[5] ~= '' then
+    redis.call('HSET', KEYS[1], 'last_message', ARGV[5], 'last_message_id', ARGV[6])
+  end
+else
+  ms = current
+end
+if ARGV[9] == '1' and archived and not muted then
+  archived = false
+  unarchived = 1
+  redis.call('HSET', KEYS[1], 'archived', '0')
+end
+if archived then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ms, ARGV[1])
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[2], ms, ARGV[1])
+end
+if ARGV[7] ~= '' then
+  local read = tonumber(redis.call('HGET', KEYS[1], 'read_seq') or '0')
+  if tonumber(ARGV[7]) > read then
+    redis.call('ZADD', KEYS[4], ARGV[7], ARGV[7])
+    local n = redis.call('ZCARD', KEYS[4])
+    local cap = tonumber(ARGV[8])
+    if n > cap then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, n - cap - 1) end
+  end
+end
+return unarchived
+"""
+
+# KEYS: entry, unread. ARGV: seq. Returns {unread, muted, archived, read_seq}.
+_READ = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'read_seq') or '0')
+local seq = tonumber(ARGV[1])
+if seq > current then
+  redis.call('HSET', KEYS[1], 'read_seq', ARGV[1])
+  current = seq
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+return {redis.call('ZCARD', KEYS[2]), redis.call('HGET', KEYS[1], 'muted') or '0',
+        redis.call('HGET', KEYS[1], 'archived') or '0', current}
+"""
+
+# KEYS: entry, inbox, inbox_archived. ARGV: conversation, kind, id, now ms, muted
+# ('' = unchanged), archived ('' = unchanged).
+_SETTINGS = """
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'muted', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'archived', ARGV[6]) end
+redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'id', ARGV[3])
+local ms = redis.call('HGET', KEYS[1], 'last_activity_ms')
+if not ms then
+  ms = ARGV[4]
+  redis.call('HSET', KEYS[1], 'last_activity_ms', ms)
+end
+if redis.call('HGET', KEYS[1], 'archived') == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ms, ARGV[1])
+else
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZADD', KEYS[2], ms, ARGV[1])
+end
+return 1
+"""
+
+# KEYS: entry. ARGV: message id, stored view JSON. Replaces the last message if it is it.
+_REPLACE_LAST = """
+if redis.call('HGET', KEYS[1], 'last_message_id') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'last_message', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """One conversation of one user moved by a message (or a join)."""
+
+    user_id: str
+    kind: str
+    target_id: str
+    at_ms: int
+    last_message: str = ""
+    last_message_id: str = ""
+    unread_seq: int | None = None
+    is_message: bool = True
+
+    @property
+    def conversation(self) -> str:
+        return f"{self.kind}:{self.target_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    unread_count: int
+    muted: bool
+    archived: bool
+    read_seq: int
+
+
+class InboxRepository:
+    def __init__(self, redis: Redis, keys: RedisKeys, mongo: MongoShards) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.mongo = mongo
+        self._touch = redis.register_script(_TOUCH)
+        self._read = redis.register_script(_READ)
+        self._settings = redis.register_script(_SETTINGS)
+        self._replace_last = redis.register_script(_REPLACE_LAST)
+
+    def _entry_keys(self, user_id: str, conversation: str) -> list[str]:
+        return [
+            self.keys.inbox_entry(user_id, conversation),
+            self.keys.inbox(user_id, archived=False),
+            self.keys.inbox(user_id, archived=True),
+        ]
+
+    async def touch(self, touches: Sequence[Touch]) -> None:
+        """Record messages (and joins) in their users' inboxes, one pipeline; the
+        conversations a message un-archived are written back to MongoDB."""
+        if not touches:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for t in touches:
+                await self._touch(
+                    keys=[
+                        *self._entry_keys(t.user_id, t.conversation),
+                        self.keys.unread(t.user_id, t.conversation),
+                    ],
+                    args=[
+                        t.conversation,
+                        t.kind,
+                        t.target_id,
+                        t.at_ms,
+                        t.last_message,
+                        t.last_message_id,
+                        "" if t.unread_seq is None else t.unread_seq,
+                        UNREAD_KEPT,
+                        "1" if t.is_message else "0",
+                    ],
+                    client=pipe,
+                )
+            flags = await pipe.execute()
+        unarchived = [t for t, flag in zip(touches, flags, strict=True) if flag]
+        if unarchived:
+            await self._store_settings(
+                [(t.user_id, t.conversation, None, False) for t in unarchived]
+            )
+
+    async def mark_read(self, user_id: str, conversation: str, seq: int) -> ReadState:
+        unread, muted, archived, read_seq = await self._read(
+            keys=[
+                self.keys.inbox_entry(user_id, conversation),
+                self.keys.unread(user_id, conversation),
+            ],
+            args=[seq],
+        )
+        return ReadState(int(unread), muted == "1", archived == "1", int(read_seq))
+
+    async def update_settings(
+        self, user_id: str, kind: str, target_id: str, muted: bool | None, archived: bool | None
+    ) -> ReadState:
+        """Durable first (MongoDB), then the read model; the state after it."""
+        conversation = f"{kind}:{target_id}"
+        await self._store_settings([(user_id, conversation, muted, archived)])
+        await self._apply_settings(user_id, kind, target_id, muted, archived)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(
+                self.keys.inbox_entry(user_id, conversation), "muted", "archived", "read_seq"
+            )
+            pipe.zcard(self.keys.unread(user_id, conversation))
+            (m, a, r), unread = await pipe.execute()
+        return ReadState(int(unread), m == "1", a == "1", int(r or 0))
+
+    async def _apply_settings(
+        self, user_id: str, kind: str, target_id: str, muted: bool | None, archived: bool | None
+    ) -> None:
+        import time
+
+        conversation = f"{kind}:{target_id}"
+        await self._settings(
+            keys=self._entry_keys(user_id, conversation),
+            args=[
+                conversation,
+                kind,
+                target_id,
+                int(time.time() * 1000),
+                "" if muted is None else ("1" if muted else "0"),
+                "" if archived is None else ("1" if archived else "0"),
+            ],
+        )
+
+    async def _store_settings(
+        self, changes: Sequence[tuple[str, str, bool | None, bool | None]]
+    ) -> None:
+        by_shard: dict[int, list[UpdateOne]] = {}
+        for user_id, conversation, muted, archived in changes:
+            fields: dict[str, object] = {}
+            if muted is not None:
+                fields["muted"] = muted
+            if archived is not None:
+                fields["archived"] = archived
+            if not fields:
+                continue
+            by_shard.setdefault(self.mongo.shard_index(user_id), []).append(
+                UpdateOne(
+                    {"_id": settings_id(user_id, conversation)},
+                    {
+                        "$set": fields,
+                        "$setOnInsert": {"user_id": user_id, "conversation": conversation},
+                    },
+                    upsert=True,
+                )
+            )
+        for index, operations in by_shard.items():
+            await bulk_update(self.mongo.databases[index][SETTINGS_COLLECTION], operations)
+
+    async def leave(self, user_id: str, conversation: str) -> None:
+        """The user left the group (or it was deleted): it leaves the inbox."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.inbox(user_id, archived=False), conversation)
+            pipe.zrem(self.keys.inbox(user_id, archived=True), conversation)
+            pipe.delete(self.keys.inbox_entry(user_id, conversation))
+            pipe.delete(self.keys.unread(user_id, conversation))
+            await pipe.execute()
+
+    async def message_changed(
+        self,
+        entries: Sequence[tuple[str, str]],
+        message_id: str,
+        view_json: str,
+        deleted_seq: int | None,
+    ) -> None:
+        """An edited or deleted message: the new last message where it is the last one
+        of (user, conversation) `entries`; a deleted one leaves their unread seqs."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, conversation in entries:
+                await self._replace_last(
+                    keys=[self.keys.inbox_entry(user_id, conversation)],
+                    args=[message_id, view_json],
+                    client=pipe,
+                )
+                if deleted_seq is not None:
+                    pipe.zrem(self.keys.unread(user_id, conversation), deleted_seq)
+            await pipe.execute()
+
+    async def projection_ready(self) -> bool:
+        return bool(await self.redis.exists(self.keys.projection_ready(PROJECTION)))
+
+    async def reload_settings(self) -> int:
+        """Redis lost the inbox: put the durable settings back, then set the sentinel."""
+        count = 0
+        for collection in self.mongo.collections(SETTINGS_COLLECTION):
+            async for doc in collection.find({}):
+                kind, _, target_id = str(doc["conversation"]).partition(":")
+                await self._apply_settings(
+                    doc["user_id"], kind, target_id, doc.get("muted"), doc.get("archived")
+                )
+                count += 1
+        await self.redis.set(self.keys.projection_ready(PROJECTION), "1")
+        return count
