@@ -18,9 +18,6 @@ from gateway.keys import (
     SESSION_CACHE,
     SETTINGS,
 )
-<<<<<<< HEAD
-from gateway.routes import accounts, docs, groups, messages, realtime, webapp
-=======
 from gateway.routes import (
     accounts,
     conversations,
@@ -29,8 +26,8 @@ from gateway.routes import (
     message_changes,
     messages,
     realtime,
+    webapp,
 )
->>>>>>> issue-16
 from gateway.settings import GatewaySettings
 from libs.bus.request_reply import RequestClient
 from libs.contracts.keys import RedisKeys
@@ -42,11 +39,16 @@ from libs.lifecycle import (
     redis_context,
 )
 
-<<<<<<< HEAD
-ROUTE_MODULES = (accounts, groups, messages, realtime, docs, webapp)
-=======
-ROUTE_MODULES = (accounts, groups, messages, message_changes, conversations, realtime, docs)
->>>>>>> issue-16
+ROUTE_MODULES = (
+    accounts,
+    groups,
+    messages,
+    message_changes,
+    conversations,
+    realtime,
+    docs,
+    webapp,
+)
 ROUTE_TABLES = tuple(module.routes for module in ROUTE_MODULES)
 
 

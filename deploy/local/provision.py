@@ -80,14 +80,23 @@ DEBIAN_PACKAGES = {
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
 }
+#: Files the project needs from Debian's packages, and the package of each: an emoji
+#: font, so the browser tests' screenshots show reactions as people see them.
+DEBIAN_FILES = {
+    "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji",
+}
 #: Wait for a concurrent apt or dpkg (another checkout's setup) instead of failing.
 APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=600")
 
 
 def _ensure_debian_packages(report: Report) -> None:
-    missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if not shutil.which(tool)})
+    missing = sorted(
+        {pkg for tool, pkg in DEBIAN_PACKAGES.items() if not shutil.which(tool)}
+        | {pkg for path, pkg in DEBIAN_FILES.items() if not Path(path).exists()}
+    )
     if not missing:
-        report("debian packages installed: " + ", ".join(sorted(set(DEBIAN_PACKAGES.values()))))
+        names = {*DEBIAN_PACKAGES.values(), *DEBIAN_FILES.values()}
+        report("debian packages installed: " + ", ".join(sorted(names)))
         return
     names = " ".join(missing)
     if shutil.which("apt-get") is None:
@@ -104,6 +113,7 @@ def _ensure_debian_packages(report: Report) -> None:
         _run(["apt-get", *APT_LOCK_WAIT, "update", "-q"], "apt-get update", report, env=env)
         _run(install, f"apt-get install {names}", report, env=env)
     still = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
+    still += [path for path in DEBIAN_FILES if not Path(path).exists()]
     if still:
         raise StackError(f"apt-get ran but {', '.join(still)} is still not on PATH")
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -201,6 +202,19 @@ class Person:
             return None
 
         return self.wait_for(bubble, f"the message {text!r}")
+
+    def act_on(self, text: str, action: str) -> None:
+        """Point at a message and press one of its actions (Reply, React, Edit, Delete)."""
+
+        def button() -> WebElement | None:
+            bubble = self.message(text)
+            ActionChains(self.driver).move_to_element(bubble).perform()
+            for el in bubble.find_elements(By.CSS_SELECTOR, ".msg-actions button"):
+                if el.is_displayed() and el.text == action:
+                    return el
+            return None
+
+        self.wait_for(button, f"the {action!r} action of {text!r}").click()
 
     def status_of(self, text: str) -> str:
         ticks = self.message(text).find_elements(By.CSS_SELECTOR, ".ticks")

@@ -106,6 +106,81 @@ def test_going_offline_and_back_catches_up(people: dict[str, Person]) -> None:
     assert ada.message_texts().count("Sent from the tunnel") == 1
 
 
+def test_reply_edit_react_and_delete_seen_by_the_other_person(people: dict[str, Person]) -> None:
+    ada, bob = people["ada"], people["bob"]
+    # Bob replies to one of Ada's messages: the quote shows on both sides.
+    bob.act_on("Booked a table for two", "Reply")
+    bob.wait_for(lambda: "Booked a table for two" in bob.text_of("#reply-bar"), "the reply bar")
+    bob.send("Which place?")
+    quote = ada.message("Which place?").find_element(By.CSS_SELECTOR, ".reply-quote")
+    assert "Booked a table for two" in quote.text
+    # Ada edits a message: Bob sees the new text, marked edited.
+    ada.act_on("I found a new place", "Edit")
+    ada.type_into("#edit-content", "I found a new place downtown")
+    ada.click("#dialog-body button.primary")
+    edited = bob.message("I found a new place downtown")
+    assert edited.find_element(By.CSS_SELECTOR, ".edited").text == "edited"
+    # Ada reacts to Bob's reply: Bob sees the count.
+    ada.act_on("Which place?", "React")
+    ada.click('#dialog-body button[data-emoji="👍"]')
+    bob.wait_for(
+        lambda: (
+            [
+                b.text
+                for b in bob.message("Which place?").find_elements(
+                    By.CSS_SELECTOR, ".reactions button"
+                )
+            ]
+            == ["👍 1"]
+        ),
+        "Ada's reaction on Bob's screen",
+    )
+    # Ada deletes a message for everyone: Bob sees the tombstone in its place.
+    ada.act_on("Are you still there?", "Delete")
+    ada.click("#confirm-delete")
+
+    def tombstones(person: Person) -> int:
+        return len(person.all("#messages .msg .text.deleted"))
+
+    bob.wait_for(lambda: tombstones(bob) == 1, "the tombstone on Bob's screen")
+    ada.wait_for(lambda: tombstones(ada) == 1, "the tombstone on Ada's screen")
+    assert "Are you still there?" not in bob.message_texts()
+    screenshot(bob, "message-actions")
+
+
+def test_archive_and_mute_from_the_conversation_details(people: dict[str, Person]) -> None:
+    ada, bob = people["ada"], people["bob"]
+    bob.click("#chat-menu-button")
+    bob.click_text("Archive")
+    bob.wait_for(
+        lambda: "Ada Lovelace" not in [e.text for e in bob.all("#conversation-list .conv-title")],
+        "the chat to leave the main list",
+    )
+    bob.find("#dialog button[value=cancel]").click()
+    bob.click("#show-archived")
+    bob.find(bob.conversation_css("Ada Lovelace"))
+    bob.click("#show-active")
+    # A new message brings an archived (not muted) chat back.
+    bob.open("/app/icon.svg")
+    ada.send("Dessert after?")
+    ada.wait_status("Dessert after?", "sent")
+    bob.open("/")
+    bob.wait_for_live()
+    bob.wait_for(lambda: bob.unread_badge("Ada Lovelace") == "1", "the chat back with a badge")
+    # Muted: the badge is grey and the list says so.
+    bob.open_conversation("Ada Lovelace")
+    bob.click("#chat-menu-button")
+    bob.click_text("Mute")
+    bob.wait_for(lambda: bob.all("#dialog-body button[aria-pressed=true]"), "the mute to apply")
+    bob.find("#dialog button[value=cancel]").click()
+    bob.wait_for(
+        lambda: bob.find(bob.conversation_css("Ada Lovelace")).find_elements(
+            By.CSS_SELECTOR, ".muted-label"
+        ),
+        "the muted label",
+    )
+
+
 def test_a_group_chat_with_three_people(people: dict[str, Person], suffix: str) -> None:
     ada, bob, cy = people["ada"], people["bob"], people["cy"]
     ada.click("#new-group")

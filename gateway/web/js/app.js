@@ -444,7 +444,10 @@ function wireChat() {
     const input = $("composer-input");
     const text = input.value.trim();
     if (!text || !store.openKey) return;
-    const extra = replyTo ? { reply_to_id: replyTo.id } : {};
+    const extra = replyTo ? {
+      reply_to_id: replyTo.id,
+      reply_to: { id: replyTo.id, sender_id: replyTo.sender_id, preview: replyTo.content.slice(0, 100) },
+    } : {};
     replyTo = null;
     renderReplyBar();
     store.send(store.openKey, text, extra);

@@ -276,11 +276,14 @@ export class Store extends EventTarget {
           this.socket.send({ type: "resume", ref: "resume", seqs: this.seqsForResume() });
           break;
         }
-        if (this.fresh) {
+        if (this.features.inbox) {
+          // The server's counts already include what the resume replayed.
+          this.loadConversations().then(() => this.emit("conversations")).catch(() => {});
+        } else if (this.fresh) {
           // A device that never ran here: what it replays counts as already seen.
           this.fresh = false;
           for (const conv of this.conversations.values()) {
-            if (!this.features.inbox) conv.unread_count = 0;
+            conv.unread_count = 0;
             if (conv.last_message) this.readSeqs[conv.key] = this.maxOtherSeq(conv.key) || 0;
           }
           this.save();
@@ -303,20 +306,67 @@ export class Store extends EventTarget {
         this.applyGroupEvent(frame.event, frame.payload);
         break;
       case "conversation_updated":
-        if (frame.conversation) {
-          const conv = this.putServerConversation(frame.conversation);
-          if (this.openKey === conv.key && conv.unread_count) this.markRead(conv.key);
-          this.emit("conversations");
-        }
-        break;
       case "message_edited":
       case "message_deleted":
       case "reaction":
-        if (frame.message) this.ingest(frame.message, { live: true, update: true });
+        if (frame.event) this.applyEvent(frame.event);
         break;
       default:
         break;
     }
+  }
+
+  /** An event of a seq log (edits, deletes, reactions, the inbox's own changes). */
+  applyEvent(ev) {
+    const me = this.me.id;
+    const rid = ev.receiver.id;
+    if (ev.receiver.kind === "group" || rid === me) {
+      this.seqs[rid] = Math.max(this.seqs[rid] || 0, ev.seq);
+    }
+    const key = `${ev.conversation.kind}:${ev.conversation.id}`;
+    if (ev.type === "conversation_updated") {
+      const conv = this.ensureConversation(key);
+      if (ev.unread_count !== undefined) conv.unread_count = ev.unread_count;
+      if (ev.muted !== undefined) conv.muted = ev.muted;
+      if (ev.archived !== undefined) conv.archived = ev.archived;
+      if (ev.read_seq) this.readSeqs[key] = Math.max(this.readSeqs[key] || 0, ev.read_seq);
+      this.save();
+      this.emit("conversations");
+      return;
+    }
+    const change = (m) => {
+      if (!m) return m;
+      if (m.id === ev.message_id) {
+        if (ev.type === "message_edited") return { ...m, content: ev.content, edited_at: ev.edited_at };
+        if (ev.type === "message_deleted") {
+          return { ...m, deleted: true, content: "", reactions: {}, my_reactions: [], reply_to: null };
+        }
+        if (ev.type === "reaction") {
+          const reactions = { ...(m.reactions || {}) };
+          if (ev.count) reactions[ev.emoji] = ev.count;
+          else delete reactions[ev.emoji];
+          let mine = [...(m.my_reactions || [])];
+          if (ev.actor_id === me) {
+            mine = mine.filter((e) => e !== ev.emoji);
+            if (ev.added) mine.push(ev.emoji);
+          }
+          return { ...m, reactions, my_reactions: mine };
+        }
+      }
+      if (m.reply_to && m.reply_to.id === ev.message_id) {
+        if (ev.type === "message_deleted") return { ...m, reply_to: { ...m.reply_to, deleted: true, preview: null } };
+        if (ev.type === "message_edited") return { ...m, reply_to: { ...m.reply_to, preview: ev.content.slice(0, 100) } };
+      }
+      return m;
+    };
+    const thread = this.threads.get(key);
+    if (thread) {
+      for (const [id, m] of thread.messages) thread.messages.set(id, change(m));
+    }
+    const conv = this.conversations.get(key);
+    if (conv) conv.last_message = change(conv.last_message);
+    this.save();
+    this.emit("message", key);
   }
 
   /** A message from a push, a replay, a send or history: dedupe by id, count unread. */
@@ -345,7 +395,10 @@ export class Store extends EventTarget {
       if (message.seq > counted) {
         this.countedSeqs[key] = message.seq;
         const isRead = message.seq <= (this.readSeqs[key] || 0);
-        if (!isRead && !(this.openKey === key && this.visible())) conv.unread_count = (conv.unread_count || 0) + 1;
+        const replayed = this.features.inbox && this.socket && this.socket.state !== "live";
+        if (!isRead && !replayed && !(this.openKey === key && this.visible())) {
+          conv.unread_count = (conv.unread_count || 0) + 1;
+        }
       }
       if (live) this.queueAck(rid, message.seq);
     }
@@ -391,11 +444,12 @@ export class Store extends EventTarget {
   markRead(key) {
     const conv = this.conversations.get(key);
     const seq = this.maxOtherSeq(key);
-    if (conv && conv.unread_count) {
+    const hadUnread = Boolean(conv && conv.unread_count);
+    if (hadUnread) {
       conv.unread_count = 0;
       this.emit("conversations");
     }
-    if (!seq || seq <= (this.readSeqs[key] || 0)) return;
+    if (!seq || (seq <= (this.readSeqs[key] || 0) && !(this.features.inbox && hadUnread))) return;
     this.readSeqs[key] = seq;
     this.save();
     const frame = { type: "read", conversation: key, seq };
