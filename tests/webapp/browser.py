@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -48,7 +52,7 @@ def chromium_available() -> bool:
 class Person:
     """One user in one browser window."""
 
-    def __init__(self, base_url: str, name: str, *, width: int = 1200, height: int = 800) -> None:
+    def __init__(self, base_url: str, name: str, *, width: int = 1280, height: int = 900) -> None:
         self.base_url = base_url
         self.name = name
         self.profile = tempfile.mkdtemp(prefix=f"chromium-{name}-")
@@ -80,7 +84,7 @@ class Person:
         def check(_: Any) -> T | None:
             try:
                 return condition() or None
-            except StaleElementReferenceException:
+            except (StaleElementReferenceException, ElementClickInterceptedException):
                 return None
 
         try:
@@ -123,7 +127,16 @@ class Person:
         el.send_keys(text)
 
     def click(self, css: str) -> None:
-        self.find(css).click()
+        """Click the visible element `css`, again if the page redrew it meanwhile."""
+
+        def clicked() -> bool:
+            el = self._visible(css)
+            if el is None:
+                return False
+            el.click()
+            return True
+
+        self.wait_for(clicked, f"a clickable {css!r}")
 
     def click_text(self, text: str, css: str = "button") -> None:
         def button() -> WebElement | None:

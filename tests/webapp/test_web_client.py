@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -145,6 +146,11 @@ def test_reply_edit_react_and_delete_seen_by_the_other_person(people: dict[str, 
     bob.wait_for(lambda: tombstones(bob) == 1, "the tombstone on Bob's screen")
     ada.wait_for(lambda: tombstones(ada) == 1, "the tombstone on Ada's screen")
     assert "Are you still there?" not in bob.message_texts()
+    bob.js(
+        "arguments[0].scrollIntoView({block: 'start'})",
+        bob.message("I found a new place downtown"),
+    )
+    ActionChains(bob.driver).move_to_element(bob.message("Booked a table for two")).perform()
     screenshot(bob, "message-actions")
 
 

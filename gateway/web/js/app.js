@@ -46,6 +46,7 @@ async function enter(me) {
   $("main").hidden = false;
   renderMe(me);
   document.querySelector(".list-tabs").hidden = !features.inbox;
+  $("show-archived").hidden = !features.inbox;
   await store.start(me, features);
   socket.start();
   renderList();
