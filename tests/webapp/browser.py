@@ -139,13 +139,14 @@ class Person:
         self.wait_for(clicked, f"a clickable {css!r}")
 
     def click_text(self, text: str, css: str = "button") -> None:
-        def button() -> WebElement | None:
+        def clicked() -> bool:
             for el in self.driver.find_elements(By.CSS_SELECTOR, css):
                 if el.is_displayed() and el.text.strip() == text:
-                    return el
-            return None
+                    el.click()
+                    return True
+            return False
 
-        self.wait_for(button, f"a {css} reading {text!r}").click()
+        self.wait_for(clicked, f"a {css} reading {text!r}")
 
     def register(self, username: str, password: str, display_name: str) -> None:
         self.open("/")
@@ -219,15 +220,16 @@ class Person:
     def act_on(self, text: str, action: str) -> None:
         """Point at a message and press one of its actions (Reply, React, Edit, Delete)."""
 
-        def button() -> WebElement | None:
+        def clicked() -> bool:
             bubble = self.message(text)
             ActionChains(self.driver).move_to_element(bubble).perform()
             for el in bubble.find_elements(By.CSS_SELECTOR, ".msg-actions button"):
                 if el.is_displayed() and el.text == action:
-                    return el
-            return None
+                    el.click()
+                    return True
+            return False
 
-        self.wait_for(button, f"the {action!r} action of {text!r}").click()
+        self.wait_for(clicked, f"the {action!r} action of {text!r}")
 
     def status_of(self, text: str) -> str:
         ticks = self.message(text).find_elements(By.CSS_SELECTOR, ".ticks")

@@ -403,6 +403,8 @@ export class Store extends EventTarget {
       if (live) this.queueAck(rid, message.seq);
     }
     if (!mine && this.openKey === key && this.visible()) this.markRead(key);
+    const typists = this.typing.get(key);
+    if (typists && typists.delete(message.sender_id)) this.emit("typing", key);
     this.save();
     this.emit("message", key);
   }
