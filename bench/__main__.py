@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from bench import profile, scenarios
+from bench.conversations import conversations
 from bench.environment import BenchSystem, NotAvailable, git_commit, seed_users
 from bench.history import history
 from bench.procstat import machine
@@ -29,7 +30,7 @@ from bench.report import Row, table, write_json
 from tests.support.client import Api
 from tests.support.system import ROOT
 
-ALL = ("8", "1", "2", "3", "7", "4", "5", "6")
+ALL = ("8", "1", "2", "3", "7", "4", "5", "9", "6")
 #: Settings the bench gives the services (recorded in the results).
 SERVICE_ENV = {
     # 19,000 idle sockets from ~1,000 seeded users need more than the default 10 per user.
@@ -45,13 +46,13 @@ SERVICE_ENV = {
 }
 BUDGET_S = {"full": 14 * 60, "quick": 5 * 60}
 #: Rough seconds each scenario needs in a full run, to skip what no longer fits.
-COST_S = {"8": 45, "1": 120, "2": 120, "3": 75, "4": 100, "5": 110, "6": 100}
+COST_S = {"8": 45, "1": 120, "2": 120, "3": 75, "4": 100, "5": 110, "9": 90, "6": 100}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: seconds per scenario")
-    parser.add_argument("--only", default="", help="comma-separated scenario numbers (1-8)")
+    parser.add_argument("--only", default="", help="comma-separated scenario numbers (1-9)")
     parser.add_argument("--runs", type=int, default=0, help="runs per scenario (3; quick: 1)")
     parser.add_argument(
         "--profile",
@@ -68,7 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else list(ALL)
     unknown = sorted(set(chosen) - set(ALL))
     if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from 1-8")
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from 1-9")
     args.selected = set(chosen)
     return args
 
@@ -153,6 +154,8 @@ async def run(args: argparse.Namespace) -> int:
                         rows += await scenarios.connections(ctx)
                     elif number == "6":
                         rows += await history(ctx)
+                    elif number == "9":
+                        rows += await conversations(ctx)
                 except Exception as exc:
                     log(f"scenario {number} failed:\n{traceback.format_exc()}")
                     failed = {"3", "7"} & args.selected if number in ("3", "7") else {number}

@@ -138,6 +138,9 @@ async def handle_send_batch(
     entries += plan.own_events
     acceptances = await sequencer.accept(entries)
     await states.save(list(plan.changed_docs.values()))
+    sequencer.forget_entries(
+        {doc["message_id"] for doc in plan.changed_docs.values() if doc.get("deleted")}
+    )
     sends = acceptances[: len(valid)]
     accepted = dict(zip((r.id for r in valid), sends, strict=True))
     unique = {a.message.message_id: a.message for a in sends}  # type: ignore[union-attr]

@@ -105,6 +105,14 @@ class Sequencer:
         self.positions.clear()
         self.recent.clear()
 
+    def forget_entries(self, entry_ids: set[str]) -> None:
+        """Drop these entries from the in-memory dedupe (a deleted message's content
+        must not be answered from memory); a retry then finds the purged ledger entry."""
+        if not entry_ids:
+            return
+        for key in [k for k, v in self.recent.items() if entry_id(v) in entry_ids]:
+            del self.recent[key]
+
     def _remember(self, key: str, message: LogRecord) -> None:
         self.recent[key] = message
         self.recent.move_to_end(key)

@@ -10,20 +10,9 @@
 - GET /v1/messages/{message_id}/receipts: per-member status of one message.
 - GET /v1/presence/{user_id}: online / last seen.
 
-Client frames (JSON, `type` discriminates; `ref` is echoed in the answer):
-  {"type": "send", "ref": "r1", "message": <POST /v1/messages body>}
-      -> {"type": "sent", "ref": "r1", "message": <MessageView>} or an error frame;
-      sends are answered concurrently (up to 64 in flight per socket), so a client
-      that needs two messages in order waits for the first one's `sent`
-  {"type": "ack", "receiver": "<own user id | group id>", "seq": 12}
-  {"type": "read", "conversation": "user:<peer id> | group:<group id>", "seq": 12}
-  {"type": "typing", "conversation": "user:<peer id> | group:<group id>"}
-  {"type": "resume", "seqs": {"<receiver id>": <last seq seen>, ...}}
-      -> the missed message frames, then {"type": "resumed", "seqs", "complete"};
-      live pushes held meanwhile follow; a socket never gets the same message id twice
-      (within its last 4,096 messages), so the seam has no gap and no duplicate
-Server frames: hello, message, sent, receipt, typing, presence, resumed, error
-({"type": "error", "ref", "error": {code, message, details, status}}).
+Client frames are dispatched by the frame-handler table of gateway/ws/ (a module
+per frame family: messages, receipts, presence, sync); docs/realtime.md lists
+every client and server frame.
 """
 
 from __future__ import annotations
@@ -33,99 +22,42 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api import Routes, validation_details
+from gateway.api import Routes
 from gateway.auth import Principal, authenticate_token, bearer_token
-from gateway.history import read_sync
-from gateway.keys import KEYS, MONGO, PRODUCER, REDIS, REQUESTS
+from gateway.keys import KEYS, MONGO, REDIS
 from gateway.push import (
     HUB,
     REALTIME_SETTINGS,
-    announce_connection,
     mutual_blocks,
     presence_of,
-    push_presence,
-    push_typing,
     setup_realtime,
 )
-from gateway.sending import SendMessageBody, send_message
 from gateway.settings import GatewaySettings
-from gateway.sockets import Connection
-from gateway.views import render_views
-from libs.contracts.messages import MessageView
-from libs.contracts.receipts import AdvanceWatermark, AdvanceWatermarkPayload, WatermarkView
-from libs.contracts.topics import RECEIPTS_COMMANDS
+from gateway.ws import dispatch
+from gateway.ws import presence as presence_frames
+from gateway.ws.frames import error_frame
+from gateway.ws.receipts import read
+from libs.contracts.receipts import WatermarkView
 from libs.errors import (
-    DomainError,
     Forbidden,
     Invalid,
     NotFound,
     RateLimited,
     Unauthorized,
-    Unavailable,
 )
-from libs.group_projection import group_members, user_groups
+from libs.group_projection import group_members
 from libs.logging import get_logger
-from libs.projections import user_exists
 from libs.receipt_projection import watermarks_of
 
 log = get_logger(__name__)
 routes = Routes(tag="realtime")
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-CONVERSATION_PATTERN = r"^(user|group):[A-Za-z0-9_-]{1,64}$"
-RESUME_PAGE = 500
-RESUME_MAX_MESSAGES = 5000
-
-
-# -- frames ---------------------------------------------------------------------------
-
-
-class _Frame(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ref: str | None = Field(None, max_length=64)
-
-
-class SendFrame(_Frame):
-    type: Literal["send"]
-    message: dict[str, Any]
-
-
-class AckFrame(_Frame):
-    type: Literal["ack"]
-    receiver: str = Field(pattern=ID_PATTERN)
-    seq: int = Field(ge=1, le=2**53)
-
-
-class ReadFrame(_Frame):
-    type: Literal["read"]
-    conversation: str = Field(pattern=CONVERSATION_PATTERN)
-    seq: int = Field(ge=1, le=2**53)
-
-
-class TypingFrame(_Frame):
-    type: Literal["typing"]
-    conversation: str = Field(pattern=CONVERSATION_PATTERN)
-
-
-class ResumeFrame(_Frame):
-    """Replay what was missed: every message after these seqs (receiver_id -> last seq
-    seen; receivers left out start at 0), then live pushes, with no gap or duplicate
-    at the seam. Answered by {"type": "resumed", "ref", "seqs", "complete"}."""
-
-    type: Literal["resume"]
-    seqs: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, max_length=10_000)
-
-
-ClientFrame = Annotated[
-    SendFrame | AckFrame | ReadFrame | TypingFrame | ResumeFrame, Field(discriminator="type")
-]
-CLIENT_FRAME = TypeAdapter(ClientFrame)
+# -- REST models ----------------------------------------------------------------------
 
 
 class TicketView(BaseModel):
@@ -222,21 +154,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             await conn.close(WSCloseCode.INTERNAL_ERROR, "registry unavailable; retry")
             return ws
         conn.send_frame({"type": "hello", "connection_id": conn.id, "user_id": principal.user_id})
-        await _safely(
-            announce_connection(request.app, principal.user_id, went_online, conn.send_frame)
-        )
+        await _safely(presence_frames.socket_opened(request.app, conn, went_online))
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
-                await _on_frame(request.app, conn, principal, msg.data)
+                await dispatch(request.app, conn, principal, msg.data)
             elif msg.type == WSMsgType.BINARY:
-                conn.send_frame(_error_frame(None, Invalid("frames are JSON text", code="binary")))
+                conn.send_frame(error_frame(None, Invalid("frames are JSON text", code="binary")))
             elif msg.type == WSMsgType.ERROR:
                 break
     finally:
         await hub.discard(conn)
         try:
-            if await hub.unregister(conn):
-                await push_presence(request.app, principal.user_id, False)
+            await presence_frames.socket_closed(
+                request.app, principal.user_id, await hub.unregister(conn)
+            )
         except Exception as exc:  # a dead Redis must not break the close path
             log.warning("socket unregister failed", error=f"{type(exc).__name__}: {exc}")
     return ws
@@ -254,192 +185,6 @@ async def _safely(action: Awaitable[Any]) -> None:
         await action
     except Exception as exc:
         log.warning("realtime side effect failed", error=f"{type(exc).__name__}: {exc}")
-
-
-def _error_frame(ref: str | None, error: DomainError) -> dict[str, Any]:
-    return {"type": "error", "ref": ref, "error": error.as_dict()}
-
-
-async def _on_frame(app: web.Application, conn: Connection, principal: Principal, raw: str) -> None:
-    ref = None
-    try:
-        try:
-            frame = CLIENT_FRAME.validate_json(raw)
-        except ValidationError as exc:
-            ref = _ref_of(raw)
-            details = validation_details(exc)
-            if any(d["type"] == "json_invalid" for d in details):
-                raise Invalid("the frame is not valid JSON", code="invalid_json") from None
-            raise Invalid(
-                "the frame is invalid", code="invalid_frame", details={"fields": details}
-            ) from None
-        ref = frame.ref
-        if isinstance(frame, SendFrame):
-            # Sends run concurrently (each waits for message_service's reply), at most
-            # SENDS_IN_FLIGHT per socket; past that the socket is not read (backpressure).
-            await conn.sends.acquire()
-            conn.spawn_send(_answer_send(app, conn, principal, frame))
-        elif isinstance(frame, AckFrame):
-            kind = "user" if frame.receiver == principal.user_id else "group"
-            if kind == "group":
-                await _require_member(app, frame.receiver, principal.user_id)
-            await _advance(
-                app,
-                principal.user_id,
-                kind,
-                frame.receiver,
-                frame.receiver,
-                "delivered",
-                frame.seq,
-                wait_reply=False,
-            )
-        elif isinstance(frame, ReadFrame):
-            kind, target = frame.conversation.split(":", 1)
-            await _read(app, principal.user_id, kind, target, frame.seq, wait_reply=False)
-        elif isinstance(frame, ResumeFrame):
-            await _resume(app, conn, principal, frame)
-        elif isinstance(frame, TypingFrame):
-            kind, target = frame.conversation.split(":", 1)
-            if kind == "group":
-                await _require_member(app, target, principal.user_id)
-            elif target == principal.user_id:
-                raise Invalid("one does not type to oneself", code="invalid_conversation")
-            if conn.typing_allowed(frame.conversation, time.monotonic()):
-                await push_typing(app, principal.user_id, kind, target)
-    except DomainError as error:
-        conn.send_frame(_error_frame(ref, error))
-    except Exception as exc:  # a dependency is down: tell the client, keep the socket
-        log.warning("frame failed", error=f"{type(exc).__name__}: {exc}")
-        conn.send_frame(_error_frame(ref, Unavailable("a dependency is unavailable; retry")))
-
-
-async def _answer_send(
-    app: web.Application, conn: Connection, principal: Principal, frame: SendFrame
-) -> None:
-    try:
-        view = await _send(app, principal, frame.message)
-        conn.send_frame({"type": "sent", "ref": frame.ref, "message": view})
-    except DomainError as error:
-        conn.send_frame(_error_frame(frame.ref, error))
-    except Exception as exc:
-        log.warning("send frame failed", error=f"{type(exc).__name__}: {exc}")
-        conn.send_frame(_error_frame(frame.ref, Unavailable("a dependency is unavailable; retry")))
-    finally:
-        conn.sends.release()
-
-
-async def _resume(
-    app: web.Application, conn: Connection, principal: Principal, frame: ResumeFrame
-) -> None:
-    """Replay the missed messages (the sync read), holding live pushes until done."""
-    groups = await user_groups(app[REDIS], app[KEYS], principal.user_id)
-    blocked = await app[REDIS].smembers(app[KEYS].blocks(principal.user_id))
-    receivers = [principal.user_id, *sorted(groups)]
-    seqs = {r: frame.seqs.get(r, 0) for r in receivers}
-    conn.held = []
-    replayed = 0
-    more = True
-    try:
-        while more and replayed < RESUME_MAX_MESSAGES:
-            page, seqs, more = await read_sync(
-                app, receivers, seqs, RESUME_PAGE, hidden_actors=blocked
-            )
-            messages = [e for e in page if isinstance(e, MessageView)]
-            await render_views(app, principal.user_id, messages)
-            for entry in page:
-                if isinstance(entry, MessageView):
-                    conn.replay(entry.model_dump(mode="json"))
-                else:
-                    conn.replay_frame(entry.frame())
-            replayed += len(page)
-            if not page:
-                break
-    finally:
-        conn.release()
-    conn.send_frame(
-        {
-            "type": "resumed",
-            "ref": frame.ref,
-            "seqs": {r: max(seqs.get(r, 0), conn.seen.get(r, 0)) for r in receivers},
-            # False past RESUME_MAX_MESSAGES: the client pages the rest with GET /v1/sync.
-            "complete": not more,
-        }
-    )
-
-
-def _ref_of(raw: str) -> str | None:
-    try:
-        data = orjson.loads(raw)
-    except ValueError:
-        return None
-    ref = data.get("ref") if isinstance(data, dict) else None
-    return ref if isinstance(ref, str) and len(ref) <= 64 else None
-
-
-async def _send(app: web.Application, principal: Principal, message: dict[str, Any]) -> Any:
-    """The same code path as POST /v1/messages (gateway.sending.send_message)."""
-    try:
-        body = SendMessageBody.model_validate(message)
-    except ValidationError as exc:
-        raise Invalid(
-            "the request body is invalid",
-            code="invalid_body",
-            details={"fields": validation_details(exc)},
-        ) from None
-    view = await send_message(app, principal, body)
-    return view.model_dump(mode="json")
-
-
-async def _require_member(app: web.Application, group_id: str, user_id: str) -> dict[str, str]:
-    members = await group_members(app[REDIS], app[KEYS], group_id)
-    if not members or user_id not in members:
-        raise NotFound("no such group", code="group_not_found")
-    return members
-
-
-async def _read(
-    app: web.Application, reader_id: str, kind: str, target: str, seq: int, *, wait_reply: bool
-) -> WatermarkView | None:
-    if kind == "group":
-        await _require_member(app, target, reader_id)
-        return await _advance(
-            app, reader_id, "group", target, target, "read", seq, wait_reply=wait_reply
-        )
-    if target == reader_id:
-        raise Invalid("a conversation is with another user", code="invalid_conversation")
-    if not await user_exists(app[REDIS], app[KEYS], target):
-        raise NotFound("no such user", code="user_not_found")
-    return await _advance(
-        app, reader_id, "user", reader_id, target, "read", seq, wait_reply=wait_reply
-    )
-
-
-async def _advance(
-    app: web.Application,
-    reader_id: str,
-    receiver_kind: str,
-    receiver_id: str,
-    thread_id: str,
-    kind: str,
-    seq: int,
-    *,
-    wait_reply: bool,
-) -> WatermarkView | None:
-    command = AdvanceWatermark.of(
-        AdvanceWatermarkPayload(
-            reader_id=reader_id,
-            receiver_kind=receiver_kind,  # type: ignore[arg-type]
-            receiver_id=receiver_id,
-            thread_id=thread_id,
-            kind=kind,  # type: ignore[arg-type]
-            seq=seq,
-        )
-    )
-    if not wait_reply:
-        await app[PRODUCER].send_and_wait(RECEIPTS_COMMANDS, receiver_id, command)
-        return None
-    result = await app[REQUESTS].request(RECEIPTS_COMMANDS, receiver_id, command)
-    return WatermarkView.model_validate(result)
 
 
 # -- REST -----------------------------------------------------------------------------
@@ -469,7 +214,7 @@ async def create_ws_ticket(request: web.Request, principal: Principal) -> Ticket
 )
 async def read_direct(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     peer = request.match_info["user_id"]
-    return await _read(request.app, principal.user_id, "user", peer, body.seq, wait_reply=True)
+    return await read(request.app, principal.user_id, "user", peer, body.seq, wait_reply=True)
 
 
 @routes.post(
@@ -481,7 +226,7 @@ async def read_direct(request: web.Request, principal: Principal, body: ReadBody
 )
 async def read_group(request: web.Request, principal: Principal, body: ReadBody) -> Any:
     group_id = request.match_info["group_id"]
-    return await _read(request.app, principal.user_id, "group", group_id, body.seq, wait_reply=True)
+    return await read(request.app, principal.user_id, "group", group_id, body.seq, wait_reply=True)
 
 
 async def find_message(app: web.Application, message_id: str) -> tuple[str, str, int, str] | None:

@@ -264,18 +264,23 @@ async def test_each_event_type_syncs_in_order_after_being_offline(
 
     # The WebSocket resume delivers the same log, gap-free, then live frames.
     socket = await connect(http, gateway_url, bob.token)
+    before_resume = len(socket.frames)
     await socket.send({"type": "resume", "ref": "r", "seqs": {bob.id: first["seq"]}})
     resumed = await socket.wait_for(lambda f: f.get("type") == "resumed")
     assert resumed["seqs"][bob.id] == first["seq"] + 5
-    replayed = [f["type"] for f in socket.frames if f.get("type") not in ("hello", "presence")]
-    assert replayed == [
-        "message",
-        "message_edited",
-        "reaction",
-        "message_deleted",
-        "conversation_updated",
-        "resumed",
-    ]
+    log = [f for f in socket.frames if f.get("type") not in ("hello", "presence", "resumed")]
+    # A live push that came before the resume is not replayed again: each entry once.
+    assert sorted(f["type"] for f in log) == sorted(
+        ["message", "message_edited", "reaction", "message_deleted", "conversation_updated"]
+    )
+    seqs = [(f.get("message") or f.get("event"))["seq"] for f in log]
+    assert sorted(seqs) == list(range(first["seq"] + 1, first["seq"] + 6))
+    # What the resume replayed came in seq order, before its `resumed`.
+    after = socket.frames[before_resume:]
+    end = next(i for i, f in enumerate(after) if f.get("type") == "resumed")
+    replayed = [(f.get("message") or f.get("event"))["seq"] for f in after[:end] if f in log]
+    assert replayed
+    assert replayed == sorted(replayed)
     await socket.close()
 
     # Ada's own other device gets the changes through her inbox's log too.

@@ -1,0 +1,244 @@
+"""Scenario 9 (issue 16): the inbox read and the latency of message changes.
+
+- GET /v1/conversations for a user with 1,000 conversations (target p99 < 15 ms):
+  the user gets a direct conversation with every seeded user (one message each)
+  and joins groups for the rest; once the inbox lists all of them, one client
+  asks for the first page (limit 50) sequentially, `INBOX_REQUESTS` times per run.
+- Edit, delete and reaction latency at idle (target p99 < 50 ms): from just
+  before the request to the moment the other party's WebSocket reader has the
+  `message_edited` / `message_deleted` / `reaction` frame; one change at a time
+  (idle), `CHANGES` of each kind per run. A delete needs a message each: it is
+  sent (not timed) before each delete.
+Every figure is the median over the plan's runs of the per-run p99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from bench.report import Row
+from bench.stats import Latency, median, median_latency
+from tests.support.client import Api, User
+
+INBOX_TARGET_MS = 15.0
+CHANGE_TARGET_MS = 50.0
+
+
+class FrameWaiter:
+    """One WebSocket whose reader resolves the waiter of the next matching frame."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.pending: tuple[Callable[[dict[str, Any]], bool], asyncio.Future[int]] | None = None
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            arrived = time.perf_counter_ns()
+            if self.pending is None:
+                continue
+            match, future = self.pending
+            frame = msg.json()
+            if match(frame) and not future.done():
+                future.set_result(arrived)
+
+    async def timed(
+        self, action: Callable[[], Awaitable[Any]], match: Callable[[dict[str, Any]], bool]
+    ) -> int:
+        """Nanoseconds from just before `action` to the matching frame's arrival."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending = (match, future)
+        started = time.perf_counter_ns()
+        await action()
+        arrived = await asyncio.wait_for(future, 10)
+        self.pending = None
+        return arrived - started
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.reader.cancel()
+
+
+async def _ok(reply: Any, status: int) -> None:
+    if reply.status != status:
+        raise RuntimeError(f"unexpected answer {reply.status}: {reply.body}")
+
+
+async def seed_inbox(api: Api, hub: User, peers: list[User], total: int) -> None:
+    """Give `hub` `total` conversations: direct ones with `peers`, then groups."""
+    gate = asyncio.Semaphore(16)
+
+    async def direct(peer: User) -> None:
+        async with gate:
+            body = {"to_user_id": hub.id, "content": "hi", "client_msg_id": str(uuid.uuid4())}
+            await _ok(await api.call("POST", "/v1/messages", token=peer.token, json=body), 201)
+
+    async def group(n: int) -> None:
+        async with gate:
+            body = {"name": f"bench-{n}", "member_ids": []}
+            await _ok(await api.call("POST", "/v1/groups", token=hub.token, json=body), 201)
+
+    direct_peers = peers[:total]
+    await asyncio.gather(*(direct(p) for p in direct_peers))
+    await asyncio.gather(*(group(n) for n in range(total - len(direct_peers))))
+
+
+async def count_inbox(api: Api, user: User) -> int:
+    count, cursor = 0, None
+    while True:
+        params: dict[str, Any] = {"limit": 100}
+        if cursor:
+            params["cursor"] = cursor
+        reply = await api.call("GET", "/v1/conversations", token=user.token, params=params)
+        await _ok(reply, 200)
+        count += len(reply.body["conversations"])
+        cursor = reply.body["next_cursor"]
+        if cursor is None:
+            return count
+
+
+async def inbox_latency(api: Api, user: User, requests: int) -> Latency | None:
+    samples = []
+    for _ in range(requests):
+        started = time.perf_counter_ns()
+        reply = await api.call("GET", "/v1/conversations", token=user.token, params={"limit": 50})
+        samples.append(time.perf_counter_ns() - started)
+        await _ok(reply, 200)
+    return Latency.from_ns(samples)
+
+
+async def change_latencies(
+    api: Api, http: aiohttp.ClientSession, base_url: str, ada: User, bob: User, count: int
+) -> dict[str, Latency | None]:
+    """Ada changes messages; Bob's socket times each change's frame."""
+    ws = await http.ws_connect(
+        base_url + "/v1/ws", headers={"Authorization": f"Bearer {bob.token}"}, heartbeat=None
+    )
+    bob_socket = FrameWaiter(ws)
+    samples: dict[str, list[int]] = {"edit": [], "reaction": [], "delete": []}
+    try:
+        body = {"to_user_id": bob.id, "content": "start", "client_msg_id": str(uuid.uuid4())}
+        reply = await api.call("POST", "/v1/messages", token=ada.token, json=body)
+        await _ok(reply, 201)
+        target = reply.body["id"]
+        for i in range(count):
+            content = f"edit {i}"
+
+            async def edit(content: str = content) -> None:
+                answer = await api.call(
+                    "PATCH", f"/v1/messages/{target}", token=ada.token, json={"content": content}
+                )
+                await _ok(answer, 200)
+
+            samples["edit"].append(
+                await bob_socket.timed(
+                    edit,
+                    lambda f, c=content: (
+                        f.get("type") == "message_edited" and f["event"].get("content") == c
+                    ),
+                )
+            )
+            method = "PUT" if i % 2 == 0 else "DELETE"
+
+            async def react(method: str = method) -> None:
+                answer = await api.call(
+                    method, f"/v1/messages/{target}/reactions/%F0%9F%91%8D", token=ada.token
+                )
+                await _ok(answer, 200)
+
+            samples["reaction"].append(
+                await bob_socket.timed(
+                    react,
+                    lambda f, added=(method == "PUT"): (
+                        f.get("type") == "reaction" and f["event"].get("added") is added
+                    ),
+                )
+            )
+            body = {"to_user_id": bob.id, "content": f"d{i}", "client_msg_id": str(uuid.uuid4())}
+            sent = await api.call("POST", "/v1/messages", token=ada.token, json=body)
+            await _ok(sent, 201)
+            doomed = sent.body["id"]
+
+            async def delete(doomed: str = doomed) -> None:
+                await _ok(await api.call("DELETE", f"/v1/messages/{doomed}", token=ada.token), 204)
+
+            samples["delete"].append(
+                await bob_socket.timed(
+                    delete,
+                    lambda f, d=doomed: (
+                        f.get("type") == "message_deleted" and f["event"].get("message_id") == d
+                    ),
+                )
+            )
+    finally:
+        await bob_socket.close()
+    return {kind: Latency.from_ns(values) for kind, values in samples.items()}
+
+
+async def conversations(ctx: Any) -> list[Row]:
+    """Scenario 9 (see the module docstring); `ctx` is bench.scenarios.Context."""
+    plan, api = ctx.plan, ctx.api
+    total = 1000 if plan.runs > 1 or plan.users >= 1000 else 100
+    requests = 500 if total == 1000 else 100
+    changes = 100 if total == 1000 else 20
+    hub = await api.new_user("hub")
+    ctx.log(f"scenario 9: seeding {total} conversations")
+    await seed_inbox(api, hub, ctx.users, total)
+    deadline = time.monotonic() + 120
+    listed = 0
+    while time.monotonic() < deadline:
+        listed = await count_inbox(api, hub)
+        if listed >= total:
+            break
+        await asyncio.sleep(0.5)
+    inbox_runs: list[Latency | None] = []
+    change_runs: dict[str, list[Latency | None]] = {"edit": [], "reaction": [], "delete": []}
+    for run in range(plan.runs):
+        ctx.log(f"scenario 9 run {run + 1}: inbox reads, then changes")
+        inbox_runs.append(await inbox_latency(api, hub, requests))
+        ada, bob = await api.new_user("ada"), await api.new_user("bob")
+        measured = await change_latencies(api, ctx.http, ctx.base_url, ada, bob, changes)
+        for kind, latency in measured.items():
+            change_runs[kind].append(latency)
+
+    def row(name: str, runs: list[Latency | None], target_ms: float, note: str) -> Row:
+        latency = median_latency(runs)
+        p99s = [r.p99_ms for r in runs if r is not None]
+        return Row(
+            "9",
+            name,
+            value=median(p99s) if p99s else None,
+            unit="ms p99",
+            target=f"< {target_ms:.0f} ms",
+            met=(median(p99s) < target_ms) if p99s else None,
+            runs=p99s,
+            note=f"{latency.short() if latency else ''}; {note}",
+            detail={"latency": latency.as_dict() if latency else None},
+        )
+
+    rows = [
+        row(
+            f"GET /v1/conversations, {listed:,} conversations",
+            inbox_runs,
+            INBOX_TARGET_MS,
+            f"limit 50, {requests} sequential requests per run",
+        )
+    ]
+    for kind, name in (("edit", "edit"), ("delete", "delete"), ("reaction", "reaction")):
+        rows.append(
+            row(
+                f"{name}: request to the other party's frame (idle)",
+                change_runs[kind],
+                CHANGE_TARGET_MS,
+                f"{changes} per run, one at a time",
+            )
+        )
+    return rows
