@@ -28,7 +28,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-WAIT_S = 20.0
+WAIT_S = 30.0
 T = TypeVar("T")
 
 CHROMIUM_FLAGS = (
@@ -63,7 +63,7 @@ class Person:
         options.add_argument(f"--user-data-dir={self.profile}")
         options.add_argument(f"--window-size={width},{height}")
         self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-        self.driver.set_page_load_timeout(30)
+        self.driver.set_page_load_timeout(90)
         if width < 500:  # headless windows are at least 500 px wide: emulate a phone's screen
             self.driver.execute_cdp_cmd(
                 "Emulation.setDeviceMetricsOverride",

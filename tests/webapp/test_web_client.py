@@ -234,6 +234,10 @@ def test_a_group_chat_with_three_people(people: dict[str, Person], suffix: str) 
         "Cy's group to close when removed",
     )
     assert "Analytical Engine" not in [el.text for el in cy.all("#conversation-list .conv-title")]
+    # Added back from the same dialog: the group returns to Cy's list.
+    ada.type_into("#add-member", f"cy{suffix}")
+    ada.click_text("Add member")
+    cy.find(cy.conversation_css("Analytical Engine"))
     ada.find("#dialog button[value=cancel]").click()
     # The list reorders live: a new direct message puts that chat on top again.
     first_title = "return document.querySelector('#conversation-list .conv-title').textContent"
