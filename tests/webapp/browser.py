@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from selenium import webdriver
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
+    ElementNotInteractableException,
     StaleElementReferenceException,
     TimeoutException,
 )
@@ -84,7 +85,11 @@ class Person:
         def check(_: Any) -> T | None:
             try:
                 return condition() or None
-            except (StaleElementReferenceException, ElementClickInterceptedException):
+            except (
+                StaleElementReferenceException,
+                ElementClickInterceptedException,
+                ElementNotInteractableException,
+            ):
                 return None
 
         try:
@@ -121,10 +126,18 @@ class Person:
         self.driver.get(self.base_url + path)
 
     def type_into(self, css: str, text: str, *, clear: bool = True) -> None:
-        el = self.find(css)
-        if clear:
-            el.clear()
-        el.send_keys(text)
+        """Type into the visible field `css`, again from scratch if the page redrew it."""
+
+        def typed() -> bool:
+            el = self._visible(css)
+            if el is None:
+                return False
+            if clear:
+                el.clear()
+            el.send_keys(text)
+            return True
+
+        self.wait_for(typed, f"a field {css!r} to type into")
 
     def click(self, css: str) -> None:
         """Click the visible element `css`, again if the page redrew it meanwhile."""
@@ -176,6 +189,10 @@ class Person:
         self.click("#new-chat")
         self.type_into("#chat-username", username)
         self.click("#dialog-body button[type=submit]")
+        self.wait_for(
+            lambda: not self.js("return document.getElementById('dialog').open"),
+            "the new chat dialog to close",
+        )
         self.find("#composer-input")
 
     def open_conversation(self, title: str) -> None:
@@ -201,8 +218,7 @@ class Person:
         return badges[0].text if badges else ""
 
     def send(self, text: str) -> None:
-        box = self.find("#composer-input")
-        box.send_keys(text)
+        self.type_into("#composer-input", text)
         self.click("#send-button")
 
     def message(self, text: str) -> WebElement:

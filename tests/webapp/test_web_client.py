@@ -162,7 +162,7 @@ def test_archive_and_mute_from_the_conversation_details(people: dict[str, Person
         lambda: "Ada Lovelace" not in [e.text for e in bob.all("#conversation-list .conv-title")],
         "the chat to leave the main list",
     )
-    bob.find("#dialog button[value=cancel]").click()
+    bob.click("#dialog button[value=cancel]")
     bob.click("#show-archived")
     bob.find(bob.conversation_css("Ada Lovelace"))
     bob.click("#show-active")
@@ -178,7 +178,7 @@ def test_archive_and_mute_from_the_conversation_details(people: dict[str, Person
     bob.click("#chat-menu-button")
     bob.click_text("Mute")
     bob.wait_for(lambda: bob.all("#dialog-body button[aria-pressed=true]"), "the mute to apply")
-    bob.find("#dialog button[value=cancel]").click()
+    bob.click("#dialog button[value=cancel]")
     bob.wait_for(
         lambda: bob.find(bob.conversation_css("Ada Lovelace")).find_elements(
             By.CSS_SELECTOR, ".muted-label"
@@ -238,7 +238,7 @@ def test_a_group_chat_with_three_people(people: dict[str, Person], suffix: str) 
     ada.type_into("#add-member", f"cy{suffix}")
     ada.click_text("Add member")
     cy.find(cy.conversation_css("Analytical Engine"))
-    ada.find("#dialog button[value=cancel]").click()
+    ada.click("#dialog button[value=cancel]")
     # The list reorders live: a new direct message puts that chat on top again.
     first_title = "return document.querySelector('#conversation-list .conv-title').textContent"
     assert ada.js(first_title) == "Analytical Engine"
@@ -310,13 +310,13 @@ def test_account_settings_block_and_logout(
     cy.click_text("Save name")
     cy.wait_for(lambda: cy.text_of("#me-name") == "Cy H.", "the new display name")
     screenshot(cy, "account")
-    cy.find("#dialog button[value=cancel]").click()
+    cy.click("#dialog button[value=cancel]")
     # Block from the chat details: Bob's messages to Cy are refused, the UI says so.
     cy.start_chat(f"bob{suffix}")
     cy.click("#chat-menu-button")
     cy.click("#block-toggle")
     cy.wait_for(lambda: cy.text_of("#block-toggle").startswith("Unblock"), "the block to apply")
-    cy.find("#dialog button[value=cancel]").click()
+    cy.click("#dialog button[value=cancel]")
     cy.wait_for(lambda: cy.find("#blocked-note").is_displayed(), "the blocked note")
     bob.start_chat(f"cy{suffix}")
     bob.send("Can you hear me?")
@@ -324,7 +324,7 @@ def test_account_settings_block_and_logout(
     cy.click("#chat-menu-button")
     cy.click("#block-toggle")
     cy.wait_for(lambda: cy.text_of("#block-toggle").startswith("Block"), "the unblock")
-    cy.find("#dialog button[value=cancel]").click()
+    cy.click("#dialog button[value=cancel]")
     bob.click("#messages .msg.failed .retry")
     cy.message("Can you hear me?")
     # Password change, then log out everywhere: a second window of Cy's is logged out too.

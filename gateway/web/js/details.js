@@ -226,6 +226,8 @@ export async function conversation(store, key) {
     try {
       await fn();
       error.textContent = "";
+      const body = dialogBody();
+      if (body) for (const form of body.querySelectorAll("form")) form.reset();
       await conversation(store, key);
     } catch (err) {
       error.textContent = describe(err);

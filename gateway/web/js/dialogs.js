@@ -8,16 +8,38 @@ let onClose = null;
 
 export function openDialog(title, ...content) {
   const dialog = $("dialog");
+  const redraw = dialog.open;
+  // Redrawn while open (a live change): keep what the person typed, and their focus.
+  const typed = new Map();
+  let focused = null;
+  if (redraw) {
+    for (const input of $("dialog-body").querySelectorAll("input[id], textarea[id]")) typed.set(input.id, input.value);
+    const active = document.activeElement;
+    if (active && $("dialog-body").contains(active)) {
+      if (active.id) focused = `#${CSS.escape(active.id)}`;
+      else if (active.getAttribute("aria-label")) focused = `[aria-label="${CSS.escape(active.getAttribute("aria-label"))}"]`;
+      else if (active.textContent) focused = active.textContent;
+    }
+  }
   $("dialog-title").textContent = title;
   const body = clear($("dialog-body"));
   body.append(...content.flat());
-  const opener = document.activeElement;
-  if (!dialog.open) dialog.showModal();
-  onClose = () => {
-    if (opener && opener.isConnected) opener.focus();
-  };
-  const first = body.querySelector("input, select, textarea, button");
-  if (first) first.focus();
+  for (const [id, value] of typed) {
+    const input = body.querySelector(`#${CSS.escape(id)}`);
+    if (input) input.value = value;
+  }
+  if (!redraw) {
+    const opener = document.activeElement;
+    dialog.showModal();
+    onClose = () => {
+      if (opener && opener.isConnected) opener.focus();
+    };
+  }
+  let again = null;
+  if (focused && (focused.startsWith("#") || focused.startsWith("["))) again = body.querySelector(focused);
+  else if (focused) again = [...body.querySelectorAll("button")].find((b) => b.textContent === focused);
+  const first = again || body.querySelector("input, select, textarea, button");
+  if (first && (again || !redraw || !body.contains(document.activeElement))) first.focus();
   return body;
 }
 
