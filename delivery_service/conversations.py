@@ -259,11 +259,16 @@ async def record_changes(
 async def _current_last(
     inbox: InboxRepository, entries: Sequence[tuple[str, str]], message_id: str
 ) -> dict[str, Any] | None:
-    """The stored last message of the first entry whose last message is `message_id`."""
-    for user_id, conversation in entries:
-        raw, last_id = await inbox.redis.hmget(
-            inbox.keys.inbox_entry(user_id, conversation), "last_message", "last_message_id"
-        )
-        if raw and last_id == message_id:
-            return dict(orjson.loads(raw))
+    """The stored last message of an entry whose last message is `message_id` (they
+    all hold the same JSON): one pipelined round trip over the entries."""
+    async with inbox.redis.pipeline(transaction=False) as pipe:
+        for user_id, conversation in entries:
+            pipe.hmget(inbox.keys.inbox_entry(user_id, conversation), "last_message_id")
+        ids = await pipe.execute()
+    for (user_id, conversation), (last_id,) in zip(entries, ids, strict=True):
+        if last_id == message_id:
+            raw = await inbox.redis.hget(
+                inbox.keys.inbox_entry(user_id, conversation), "last_message"
+            )
+            return dict(orjson.loads(raw)) if raw else None
     return None

@@ -6,7 +6,8 @@ Redis (keys in libs/contracts/keys.py, delivery section):
   activity (ms), the order of GET /v1/conversations; a conversation is in one of them;
 - `inbox_entry:<user>:<conversation>`: hash kind, id, last_activity_ms,
   last_message (stored MessageView JSON), last_message_id, muted, archived,
-  read_seq (the user's read watermark of the conversation, as far as seen here);
+  read_seq (the user's read watermark of the conversation, as far as seen here),
+  standin ("1" while the activity time is the settings change's, not a message's);
 - `unread:<user>:<conversation>`: sorted set of the seqs of others' messages
   after the read watermark. The unread count is its ZCARD: O(1), never a count
   over messages. A read removes the seqs up to the watermark; a delete removes the
@@ -47,8 +48,12 @@ local archived = redis.call('HGET', KEYS[1], 'archived') == '1'
 local current = tonumber(redis.call('HGET', KEYS[1], 'last_activity_ms') or '0')
 local ms = tonumber(ARGV[4])
 local unarchived = 0
+-- An entry made by a settings change alone has a stand-in activity time: the first
+-- message (or join) replaces it.
+local standin = redis.call('HGET', KEYS[1], 'standin') == '1'
 redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'id', ARGV[3])
-if ms >= current then
+if ms >= current or standin then
+  redis.call('HDEL', KEYS[1], 'standin')
   redis.call('HSET', KEYS[1], 'last_activity_ms', ARGV[4])
   if ARGV[5] ~= '' then
     redis.call('HSET', KEYS[1], 'last_message', ARGV[5], 'last_message_id', ARGV[6])
@@ -102,7 +107,7 @@ redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'id', ARGV[3])
 local ms = redis.call('HGET', KEYS[1], 'last_activity_ms')
 if not ms then
   ms = ARGV[4]
-  redis.call('HSET', KEYS[1], 'last_activity_ms', ms)
+  redis.call('HSET', KEYS[1], 'last_activity_ms', ms, 'standin', '1')
 end
 if redis.call('HGET', KEYS[1], 'archived') == '1' then
   redis.call('ZREM', KEYS[2], ARGV[1])

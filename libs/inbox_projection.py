@@ -1,8 +1,9 @@
 """Read helpers over the inbox read model that delivery_service keeps in Redis.
 
 delivery_service/inbox.py writes it (and describes its keys); the gateway reads
-it here for GET /v1/conversations and the PATCH answers: one pipelined round
-trip for a page of entries with their unread counts (ZCARD: O(1) each).
+it here for GET /v1/conversations and the PATCH answers: the page's order, then
+one pipelined round trip for its entries with their unread counts (ZCARD: O(1)
+each) and titles.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class InboxEntry:
     unread_count: int
     muted: bool
     archived: bool
+    #: The other user's display name (else username), or the group's name.
+    title: str = ""
 
 
 async def inbox_page(
@@ -65,17 +68,23 @@ async def inbox_page(
 async def entries_of(
     redis: Redis, keys: RedisKeys, user_id: str, conversations: Sequence[str]
 ) -> list[InboxEntry]:
-    """The entries of these conversations of one user (missing ones left out)."""
+    """The entries of these conversations of one user (missing ones left out), with
+    their titles (users and groups projections), in one round trip."""
     if not conversations:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for conversation in conversations:
             pipe.hgetall(keys.inbox_entry(user_id, conversation))
             pipe.zcard(keys.unread(user_id, conversation))
+            kind, _, target = conversation.partition(":")
+            if kind == "group":
+                pipe.hmget(keys.group(target), "name", "name")
+            else:
+                pipe.hmget(keys.user_profile(target), "display_name", "username")
         rows = await pipe.execute()
     entries: list[InboxEntry] = []
     for index, conversation in enumerate(conversations):
-        entry, unread = rows[2 * index], rows[2 * index + 1]
+        entry, unread, (title, fallback) = rows[3 * index : 3 * index + 3]
         if not entry or "kind" not in entry:
             continue
         entries.append(
@@ -88,6 +97,7 @@ async def entries_of(
                 unread_count=int(unread),
                 muted=entry.get("muted") == "1",
                 archived=entry.get("archived") == "1",
+                title=title or fallback or "",
             )
         )
     return entries

@@ -17,6 +17,7 @@ receiver's shard by `_id`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,12 +95,15 @@ async def originals_of(
         if raw:
             found[message_id] = MessageView.model_validate_json(raw)
     missing = [i for i in ids if i not in found]
-    by_shard: dict[int, list[str]] = {}
-    for message_id in missing:
-        by_shard.setdefault(mongo.shard_index(wanted[message_id][2]), []).append(message_id)
-    for index, group in by_shard.items():
-        collection = mongo.databases[index][MESSAGES]
-        async for doc in collection.find({"_id": {"$in": group}}):
+    # `_id` equality, one lookup each: the one filter FerretDB pushes down.
+    docs = await asyncio.gather(
+        *(
+            mongo.collection_for(wanted[message_id][2], MESSAGES).find_one({"_id": message_id})
+            for message_id in missing
+        )
+    )
+    for doc in docs:
+        if doc is not None:
             found[doc["_id"]] = view_from_document(doc)
     return found
 

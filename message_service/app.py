@@ -78,8 +78,11 @@ def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> Cons
         ttl_s=settings.recent_ttl_s,
     )
 
+    states = MessageStates(app[MONGO])
+
     async def forget(_: set[tuple[str, int]]) -> None:
         await sequencer.forget()
+        states.forget()
 
     return ConsumerLoop(
         group=settings.consumer_group("message_service"),
@@ -90,7 +93,7 @@ def _consumer(app: web.Application, *, settings: MessageServiceSettings) -> Cons
             validator=Validator(app[REDIS], keys),
             sequencer=sequencer,
             cache=cache,
-            states=MessageStates(app[MONGO]),
+            states=states,
             edit_window_s=settings.edit_window_s,
         ),
         producer=app[PRODUCER],

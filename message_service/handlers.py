@@ -11,6 +11,7 @@ after both, so a 201 means the event is durable in Kafka.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from libs.errors import DomainError, Forbidden, NotFound, Unavailable
 from libs.logging import get_logger
 from message_service.changes import plan_changes
 from message_service.message_state import MessageStates
-from message_service.repository import LogCommand, RecentCache
+from message_service.repository import LogCommand, RecentCache, entry_key, ledger_document
 from message_service.sequencing import Sequencer
 
 log = get_logger(__name__)
@@ -130,14 +131,37 @@ async def handle_send_batch(
     appends = [d.message for d in deliveries if isinstance(d.message, AppendEvent)]
     if not (requests or changes or appends):
         return
+    try:
+        await _handle(
+            requests, changes, appends, outbox, validator, sequencer, cache, states, edit_window_s
+        )
+    except BaseException:
+        states.forget()  # it may hold changes that were not saved: the retry reads MongoDB
+        raise
+
+
+async def _handle(
+    requests: list[SendMessage],
+    changes: list[ChangeMessage],
+    appends: list[AppendEvent],
+    outbox: Outbox,
+    validator: Validator,
+    sequencer: Sequencer,
+    cache: RecentCache,
+    states: MessageStates,
+    edit_window_s: float,
+) -> None:
     verdicts = await validator.check([r.payload for r in requests]) if requests else []
     valid = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
     plan = await plan_changes(changes, states, edit_window_s=edit_window_s)
     entries: list[LogCommand] = [r.payload for r in valid]
     entries += [a.payload for a in appends]
     entries += plan.own_events
-    acceptances = await sequencer.accept(entries)
-    await states.save(list(plan.changed_docs.values()))
+    # The events and the new state are written at once: if only the state lands, the
+    # retry finds the change applied and sequences its events then (replay path).
+    acceptances, _ = await asyncio.gather(
+        sequencer.accept(entries), states.save(list(plan.changed_docs.values()))
+    )
     sequencer.forget_entries(
         {doc["message_id"] for doc in plan.changed_docs.values() if doc.get("deleted")}
     )
@@ -145,6 +169,12 @@ async def handle_send_batch(
     accepted = dict(zip((r.id for r in valid), sends, strict=True))
     unique = {a.message.message_id: a.message for a in sends}  # type: ignore[union-attr]
     fresh = {a.message.message_id for a in sends if a.fresh}  # type: ignore[union-attr]
+    # New messages are changed soonest: their ledger entries start in memory.
+    states.remember(
+        ledger_document(entry_key(r.payload), accepted[r.id].message)
+        for r in valid
+        if accepted[r.id].fresh
+    )
     events = {
         a.message.event_id: a.message  # type: ignore[union-attr]
         for a in acceptances[len(valid) :]

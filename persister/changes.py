@@ -8,11 +8,11 @@ cover it. Indexes: (receiver_id, seq) unique.
 `apply_to_messages` applies the events of a message's own log (`applies`) to the
 stored message in `messages`, by `_id` only, in log order per shard (ordered
 bulk writes), so the result is the state message_service decided:
-- message_edited: content and edited_at, unless the message is deleted;
+- message_edited: content and edited_at;
 - message_deleted: the tombstone; content, reactions and reply reference purged;
   and in every log that gets the delete, the content of the message's earlier
   edit events is purged too;
-- reaction: the actor added to (or pulled from) `reactors.<emoji>`, unless deleted.
+- reaction: the actor added to (or pulled from) `reactors.<emoji>`.
 Every update is idempotent, so a redelivered batch changes nothing.
 """
 
@@ -54,8 +54,11 @@ def event_document(event: ConversationEventPayload) -> dict[str, Any]:
     }
 
 
-def _not_deleted(message_id: str) -> dict[str, Any]:
-    return {"_id": message_id, "deleted": {"$ne": True}}
+def _by_id(message_id: str) -> dict[str, Any]:
+    # `_id` equality only (FerretDB pushes nothing else down). No "unless deleted"
+    # guard is needed: message_service never logs an edit or a reaction after the
+    # delete in a message's own log, and these events are applied in log order.
+    return {"_id": message_id}
 
 
 def message_updates(event: ConversationEventPayload) -> list[UpdateOne | UpdateMany]:
@@ -66,21 +69,21 @@ def message_updates(event: ConversationEventPayload) -> list[UpdateOne | UpdateM
     if body.type == "message_edited":
         return [
             UpdateOne(
-                _not_deleted(body.message_id),
+                _by_id(body.message_id),
                 {"$set": {"content": body.content, "edited_at": body.edited_at}},
             )
         ]
     if body.type == "message_deleted":
         return [
             UpdateOne(
-                {"_id": body.message_id},
+                _by_id(body.message_id),
                 {"$set": {"deleted": True, "content": "", "reactors": {}, "reply_to": None}},
             )
         ]
     if body.type == "reaction" and body.emoji:
         field = f"reactors.{body.emoji}"
         operator = "$addToSet" if body.added else "$pull"
-        return [UpdateOne(_not_deleted(body.message_id), {operator: {field: body.actor_id}})]
+        return [UpdateOne(_by_id(body.message_id), {operator: {field: body.actor_id}})]
     return []
 
 

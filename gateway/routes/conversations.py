@@ -3,8 +3,8 @@
 - GET /v1/conversations?limit=&cursor=&archived=: the caller's conversations, most
   recent activity first, each with its title, last message, unread count, mute
   and archive flags. Read from the inbox read model (libs/inbox_projection.py,
-  kept by delivery_service): one Redis round trip for the page and its unread
-  counts (O(1) each), one for the titles.
+  kept by delivery_service): one Redis round trip for the page's order, one for
+  its entries with their unread counts (O(1) each) and titles.
 - PATCH /v1/conversations/users/{user_id} and .../groups/{group_id}
   {muted?, archived?}: per-user settings, durable, answered once applied
   (UpdateConversationSettings to delivery_service); the caller's other devices
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -66,29 +65,17 @@ class ConversationSettingsBody(BaseModel):
 async def _views(
     app: web.Application, caller_id: str, entries: Sequence[InboxEntry]
 ) -> list[ConversationView]:
-    redis, keys = app[REDIS], app[KEYS]
-    async with redis.pipeline(transaction=False) as pipe:
-        for entry in entries:
-            if entry.kind == "group":
-                pipe.hmget(keys.group(entry.target_id), "name", "name")
-            else:
-                pipe.hmget(keys.user_profile(entry.target_id), "display_name", "username")
-        titles = await pipe.execute()
     views: list[ConversationView] = []
     last_messages: list[MessageView] = []
-    for entry, (title, fallback) in zip(entries, titles, strict=True):
-        last = (
-            MessageView.model_validate(orjson.loads(entry.last_message))
-            if entry.last_message
-            else None
-        )
+    for entry in entries:
+        last = MessageView.model_validate_json(entry.last_message) if entry.last_message else None
         if last is not None:
             last_messages.append(last)
         views.append(
             ConversationView(
                 kind=entry.kind,  # type: ignore[arg-type]
                 id=entry.target_id,
-                title=title or fallback or "",
+                title=entry.title,
                 last_message=last,
                 unread_count=entry.unread_count,
                 last_activity_at=from_millis(entry.last_activity_ms),

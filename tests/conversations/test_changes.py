@@ -59,7 +59,11 @@ async def test_edit_reaches_both_sides_and_history_shows_it(
     stranger = await edit(api, eve, sent["id"], "hi")
     assert stranger.status == 404
     assert stranger.body["error"]["code"] == "message_not_found"
+    assert (await delete(api, eve, sent["id"])).status == 404
+    assert (await react(api, eve, sent["id"], "👍")).status == 404
+    assert (await react(api, eve, sent["id"], "👍", add=False)).status == 404
     assert (await edit(api, ada, "0193-not-a-message", "x")).status == 404
+    assert (await delete(api, ada, "x" * 65)).status == 404
     # Bad input: the error shape, never a 500.
     for body in ({"content": "   "}, {"content": "x" * 4001}, {"text": "x"}, {}):
         bad = await api.call("PATCH", f"/v1/messages/{sent['id']}", token=ada.token, json=body)
