@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
+from tests.realtime.test_socket_edges import handshake_status
+from tests.realtime.wsclient import connect
 from tests.support.client import Api
 
 
@@ -35,3 +37,20 @@ async def test_a_missing_file_is_a_404_in_the_error_shape(
         reply = await api.call("GET", path)
         assert reply.status == 404, path
         assert reply.error_code() is not None, (path, reply.body)
+
+
+async def test_the_socket_accepts_the_gateways_own_origin_only(
+    http: aiohttp.ClientSession, gateway_url: str
+) -> None:
+    """The page served here may open the socket; a page of another origin may not,
+    even one that names this gateway's host under another port or scheme."""
+    api = Api(http, gateway_url)
+    user = await api.new_user("origin")
+    own = await connect(http, gateway_url, user.token, headers={"Origin": gateway_url})
+    await own.close()
+    host = gateway_url.split("://", 1)[1]
+    for origin in (f"https://{host}", "http://127.0.0.1:1", "https://evil.example"):
+        assert (
+            await handshake_status(http, gateway_url, headers={**user.auth, "Origin": origin})
+            == 403
+        ), origin
