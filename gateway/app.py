@@ -28,6 +28,7 @@ from gateway.routes import (
     messages,
     push_targets,
     realtime,
+    webapp,
 )
 from gateway.settings import GatewaySettings
 from libs.bus.request_reply import RequestClient
@@ -50,6 +51,7 @@ ROUTE_MODULES = (
     push_targets,
     realtime,
     docs,
+    webapp,
 )
 ROUTE_TABLES = tuple(module.routes for module in ROUTE_MODULES)
 

@@ -1,7 +1,8 @@
 """`setup`: installs and builds what the local stack runs, each step skipped when up to date.
 
 Owns the artifacts the stack needs: Debian packages (redis-server, redis-tools,
-docker-compose; see DEBIAN_PACKAGES; installed with apt-get when missing),
+docker-compose, haproxy, chromium and chromium-driver; see DEBIAN_PACKAGES; installed
+with apt-get when missing),
 PostgreSQL's server (Debian's `postgresql` when no /usr/lib/postgresql/*/bin/postgres
 is installed), Kafka's broker jars in
 deploy/kafka/target/libs (`mvn package`, redone when pom.xml is newer than the
@@ -84,21 +85,35 @@ def _run(
 
 
 #: Commands the project needs from Debian's packages, and the package of each:
-#: the Redis server, redis-benchmark (a `make bench` baseline), and Compose (the
-#: tests validate docker-compose.yml with a real Compose implementation).
+#: the Redis server, redis-benchmark (a `make bench` baseline), Compose (the
+#: tests validate docker-compose.yml with a real Compose implementation), and
+#: Chromium with its WebDriver (the web client's browser tests, tests/webapp).
 DEBIAN_PACKAGES = {
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "docker-compose": "docker-compose",
     # The load balancer in front of the gateways in cluster mode (deploy/local/cluster.py).
     "haproxy": "haproxy",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
+#: Files the project needs from Debian's packages, and the package of each: an emoji
+#: font, so the browser tests' screenshots show reactions as people see them.
+DEBIAN_FILES = {
+    "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji",
+}
+#: Wait for a concurrent apt or dpkg (another checkout's setup) instead of failing.
+APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=600")
 
 
 def _ensure_debian_packages(report: Report) -> None:
-    missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if not shutil.which(tool)})
+    missing = sorted(
+        {pkg for tool, pkg in DEBIAN_PACKAGES.items() if not shutil.which(tool)}
+        | {pkg for path, pkg in DEBIAN_FILES.items() if not Path(path).exists()}
+    )
     if not missing:
-        report("debian packages installed: " + ", ".join(sorted(set(DEBIAN_PACKAGES.values()))))
+        names = {*DEBIAN_PACKAGES.values(), *DEBIAN_FILES.values()}
+        report("debian packages installed: " + ", ".join(sorted(names)))
         return
     names = " ".join(missing)
     if shutil.which("apt-get") is None:
@@ -107,16 +122,15 @@ def _ensure_debian_packages(report: Report) -> None:
         raise StackError(f"{names} not installed; run: sudo apt-get install -y {names}")
     # RUNLEVEL=1 keeps the package's init script from starting a system-wide redis on 6379.
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-    # Other apt users on the machine (unattended upgrades, a parallel setup) hold dpkg's
-    # lock for a while: wait for it rather than fail.
-    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-    install = [*apt, "install", "-y", "-q", "--no-install-recommends", *missing]
+    install = ["apt-get", *APT_LOCK_WAIT, "install", "-y", "-q", "--no-install-recommends"]
+    install += missing
     report(f"{names}: installing with apt-get")
     if subprocess.run(install, env=env, stdin=subprocess.DEVNULL, check=False).returncode != 0:
         report(f"{names}: install failed, refreshing the package lists and retrying")
-        _run([*apt, "update", "-q"], "apt-get update", report, env=env)
+        _run(["apt-get", *APT_LOCK_WAIT, "update", "-q"], "apt-get update", report, env=env)
         _run(install, f"apt-get install {names}", report, env=env)
     still = [tool for tool in DEBIAN_PACKAGES if not shutil.which(tool)]
+    still += [path for path in DEBIAN_FILES if not Path(path).exists()]
     if still:
         raise StackError(f"apt-get ran but {', '.join(still)} is still not on PATH")
 

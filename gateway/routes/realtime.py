@@ -3,7 +3,7 @@
 - GET /v1/ws: the WebSocket (docs/realtime.md has the frame reference). Auth at
   the handshake: `Authorization: Bearer <token>` or `?ticket=` from POST
   /v1/ws-ticket (browsers cannot set headers); a browser's Origin must be in
-  GATEWAY_WS_ALLOWED_ORIGINS (403 otherwise); at most
+  GATEWAY_WS_ALLOWED_ORIGINS or be the gateway's own (403 otherwise); at most
   GATEWAY_WS_MAX_CONNECTIONS_PER_USER sockets per user (429).
 - POST /v1/ws-ticket: a single-use ticket valid GATEWAY_WS_TICKET_TTL_S seconds.
 - POST /v1/conversations/users/{user_id}/read, .../groups/{group_id}/read {seq}.
@@ -100,6 +100,8 @@ def _check_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin is None:
         return  # not a browser
+    if origin.rstrip("/") == f"{request.scheme}://{request.host}":
+        return  # the web client this gateway serves (same origin)
     if origin.rstrip("/") not in request.app[REALTIME_SETTINGS].origins:
         raise Forbidden("this origin may not open a WebSocket", code="origin_not_allowed")
 

@@ -1,0 +1,155 @@
+// The REST API of the gateway (the OpenAPI at /v1/openapi.json describes every route).
+// Errors come back as ApiError with the documented shape {error: {code, message, details}}.
+
+export class ApiError extends Error {
+  constructor(status, code, message, details = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export class Api extends EventTarget {
+  constructor(base = "") {
+    super();
+    this.base = base;
+    this.token = null;
+  }
+
+  async request(method, path, { body, query } = {}) {
+    let url = this.base + path;
+    if (query) {
+      const params = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) {
+        if (v !== undefined && v !== null && v !== "") params.set(k, String(v));
+      }
+      const qs = params.toString();
+      if (qs) url += "?" + qs;
+    }
+    const headers = {};
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (err) {
+      throw new ApiError(0, "network", "The server cannot be reached. Check your connection.");
+    }
+    if (response.status === 204) return null;
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      const e = (data && data.error) || {};
+      const error = new ApiError(
+        response.status,
+        e.code || "http_" + response.status,
+        e.message || response.statusText || "Request failed",
+        e.details || {},
+      );
+      if (response.status === 401 && this.token) {
+        this.dispatchEvent(new CustomEvent("unauthorized", { detail: error }));
+      }
+      throw error;
+    }
+    return data;
+  }
+
+  // accounts
+  register(username, password, displayName) {
+    const body = { username, password };
+    if (displayName) body.display_name = displayName;
+    return this.request("POST", "/v1/users", { body });
+  }
+  login(username, password) {
+    return this.request("POST", "/v1/sessions", { body: { username, password } });
+  }
+  logout() { return this.request("DELETE", "/v1/sessions/current"); }
+  logoutEverywhere() { return this.request("DELETE", "/v1/sessions"); }
+  me() { return this.request("GET", "/v1/users/me"); }
+  updateMe(change) { return this.request("PATCH", "/v1/users/me", { body: change }); }
+  user(id) { return this.request("GET", `/v1/users/${encodeURIComponent(id)}`); }
+  lookup(username) { return this.request("GET", "/v1/users", { query: { username } }); }
+
+  // groups and blocks
+  groups(cursor) { return this.request("GET", "/v1/groups", { query: { limit: 100, cursor } }); }
+  group(id) { return this.request("GET", `/v1/groups/${encodeURIComponent(id)}`); }
+  createGroup(name, memberIds) {
+    return this.request("POST", "/v1/groups", { body: { name, member_ids: memberIds } });
+  }
+  renameGroup(id, name) {
+    return this.request("PATCH", `/v1/groups/${encodeURIComponent(id)}`, { body: { name } });
+  }
+  addMember(groupId, userId) {
+    return this.request("PUT", `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}`);
+  }
+  removeMember(groupId, userId) {
+    return this.request("DELETE", `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}`);
+  }
+  changeRole(groupId, userId, role) {
+    return this.request(
+      "PUT",
+      `/v1/groups/${encodeURIComponent(groupId)}/members/${encodeURIComponent(userId)}/role`,
+      { body: { role } },
+    );
+  }
+  blocks() { return this.request("GET", "/v1/blocks"); }
+  block(userId) { return this.request("PUT", `/v1/blocks/${encodeURIComponent(userId)}`); }
+  unblock(userId) { return this.request("DELETE", `/v1/blocks/${encodeURIComponent(userId)}`); }
+
+  // messages
+  send(body) { return this.request("POST", "/v1/messages", { body }); }
+  history(query) { return this.request("GET", "/v1/messages", { query }); }
+  sync(cursor, limit = 500) { return this.request("GET", "/v1/sync", { query: { cursor, limit } }); }
+  markRead(key, seq) {
+    const [kind, id] = key.split(":");
+    const path = kind === "group" ? "groups" : "users";
+    return this.request("POST", `/v1/conversations/${path}/${encodeURIComponent(id)}/read`, {
+      body: { seq },
+    });
+  }
+  presence(userId) { return this.request("GET", `/v1/presence/${encodeURIComponent(userId)}`); }
+  wsTicket() { return this.request("POST", "/v1/ws-ticket"); }
+  openapi() { return this.request("GET", "/v1/openapi.json"); }
+
+  // issue 16: the inbox, edits, deletes, reactions (present when the server has them)
+  conversations(query) { return this.request("GET", "/v1/conversations", { query }); }
+  patchConversation(key, change) {
+    const [kind, id] = key.split(":");
+    const path = kind === "group" ? "groups" : "users";
+    return this.request("PATCH", `/v1/conversations/${path}/${encodeURIComponent(id)}`, {
+      body: change,
+    });
+  }
+  editMessage(id, content) {
+    return this.request("PATCH", `/v1/messages/${encodeURIComponent(id)}`, { body: { content } });
+  }
+  deleteMessage(id) { return this.request("DELETE", `/v1/messages/${encodeURIComponent(id)}`); }
+  react(id, emoji, on) {
+    return this.request(
+      on ? "PUT" : "DELETE",
+      `/v1/messages/${encodeURIComponent(id)}/reactions/${encodeURIComponent(emoji)}`,
+    );
+  }
+}
+
+/** Which optional features this server has, read from its OpenAPI document. */
+export function featuresOf(openapi) {
+  const paths = (openapi && openapi.paths) || {};
+  const send = ((openapi.components || {}).schemas || {}).SendMessageBody || {};
+  return {
+    inbox: Boolean(paths["/v1/conversations"] && paths["/v1/conversations"].get),
+    edit: Boolean(paths["/v1/messages/{message_id}"] && paths["/v1/messages/{message_id}"].patch),
+    remove: Boolean(paths["/v1/messages/{message_id}"] && paths["/v1/messages/{message_id}"].delete),
+    reactions: Boolean(paths["/v1/messages/{message_id}/reactions/{emoji}"]),
+    replies: Boolean(send.properties && send.properties.reply_to),
+  };
+}
