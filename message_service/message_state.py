@@ -62,6 +62,7 @@ def view_of(doc: dict[str, Any]) -> MessageView:
         view.content = ""
         view.reactors = {}
         view.reply_to = None
+        view.attachments = []
     return view
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api import Routes
 from gateway.auth import Principal
-from gateway.keys import REQUESTS, SETTINGS
+from gateway.keys import ATTACHMENTS, MONGO, REQUESTS, SETTINGS
 from gateway.message_access import Action, authorize
 from gateway.views import render_views
 from libs.contracts.conversations import ChangeAction, ChangeMessage, ChangeMessagePayload
@@ -33,6 +33,8 @@ from libs.contracts.messages import MessageView, from_millis, to_millis
 from libs.contracts.topics import MESSAGES_COMMANDS
 from libs.errors import Invalid
 from libs.ids import new_id
+from libs.media.attachments import release_message_attachments
+from libs.readmodels.messages import find_message
 
 routes = Routes(tag="messages")
 
@@ -122,9 +124,23 @@ async def edit_message(
 )
 async def delete_message(request: web.Request, principal: Principal) -> None:
     """The sender may; in a group so may an owner or admin. History and sync show a
-    tombstone (`deleted: true`, no content, reactions or reply preview). Deleting a
+    tombstone (`deleted: true`, no content, reactions, attachments or reply preview).
+    The message's attachments that no other message references are freed. Deleting a
     deleted message again is not an error."""
-    await change_message(request.app, principal, request.match_info["message_id"], "delete")
+    message_id = request.match_info["message_id"]
+    await change_message(request.app, principal, message_id, "delete")
+    await _release_attachments(request.app, message_id)
+
+
+async def _release_attachments(app: web.Application, message_id: str) -> None:
+    """Once the delete is durable: free what only this message referenced. The ids come
+    from the stored message (its document keeps them; views of a tombstone do not); a
+    message the persister has not stored yet keeps its references until a delete
+    retried later, and its uploads stay readable to its conversation meanwhile."""
+    stored = await find_message(app[MONGO], message_id)
+    ids = [a["id"] for a in (stored or {}).get("attachments") or [] if "id" in a]
+    if ids:
+        await release_message_attachments(app[ATTACHMENTS], message_id, ids)
 
 
 @routes.put(

@@ -350,3 +350,31 @@ async def test_deleting_messages_frees_what_nothing_else_references(
     assert freed == [shared["id"]]
     assert (await fetch(api, ada, shared["id"])).status == 404
     assert not await blob_exists(media, blob_key(media.namespace, shared["id"]))
+
+
+async def test_deleting_a_message_for_everyone_frees_its_attachments(
+    api: Api, media: Attachments
+) -> None:
+    """The delete route (issue 16) releases what only the deleted message referenced."""
+    ada, bob = await api.new_user("ada"), await api.new_user("bob")
+    mine = await upload(api, ada.token, b"only here")
+    sent = await send(api, ada, to_user_id=bob.id, attachment_ids=[mine["id"]])
+    assert (await fetch(api, bob, mine["id"])).status == 200
+
+    async def stored() -> bool:
+        page = await api.call("GET", "/v1/messages", token=bob.token, params={"with_user": ada.id})
+        return any(m["id"] == sent["id"] for m in page.body["messages"])
+
+    for _ in range(200):  # the persister stores it (the delete reads the stored copy)
+        if await stored():
+            break
+        await asyncio.sleep(0.1)
+    deleted = await api.call("DELETE", f"/v1/messages/{sent['id']}", token=ada.token)
+    assert deleted.status == 204, deleted
+    assert (await fetch(api, ada, mine["id"])).status == 404
+    assert (await fetch(api, bob, mine["id"])).status == 404
+    assert not await blob_exists(media, blob_key(media.namespace, mine["id"]))
+    page = await api.call("GET", "/v1/messages", token=bob.token, params={"with_user": ada.id})
+    [tombstone] = [m for m in page.body["messages"] if m["id"] == sent["id"]]
+    assert tombstone["deleted"] is True
+    assert tombstone["attachments"] == []
