@@ -153,6 +153,17 @@ async def _handle(
     edit_window_s: float,
 ) -> None:
     verdicts = await validator.check([r.payload for r in requests]) if requests else []
+    refused = [r.payload for r, v in zip(requests, verdicts, strict=True) if v is not None]
+    if refused:
+        # A redelivered send whose first attempt wrote its ledger entry (and took its
+        # seq) before failing is accepted, whatever the check says now (a block, a
+        # leave, a projection being rebuilt): a seq once taken always resolves to its
+        # message, so the receiver's log never keeps a hole that sync would stop at.
+        taken = await sequencer.already_accepted(refused)
+        verdicts = [
+            None if v is not None and r.payload.message_id in taken else v
+            for r, v in zip(requests, verdicts, strict=True)
+        ]
     valid = [r for r, v in zip(requests, verdicts, strict=True) if v is None]
     plan = await plan_changes(changes, states, edit_window_s=edit_window_s)
     entries: list[LogCommand] = [r.payload for r in valid]

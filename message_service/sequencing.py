@@ -113,6 +113,27 @@ class Sequencer:
         self.directions.clear()
         self.recent.clear()
 
+    async def already_accepted(self, commands: Sequence[SendMessagePayload]) -> set[str]:
+        """The message ids, among `commands`, whose entries the ledger already holds
+        (from memory, else one lookup per command): a seq was taken for each, so each
+        must resolve to its message whatever a check says now."""
+        found: set[str] = set()
+        wanted: list[tuple[str, str, str]] = []
+        for command in commands:
+            key = entry_key(command)
+            if key in self.recent:
+                found.add(command.message_id)
+            else:
+                wanted.append((command.receiver_id, key, command.message_id))
+        if wanted:
+            originals = await self.ledger.originals(wanted)
+            found.update(
+                message_id
+                for _, key, message_id in wanted
+                if key in originals or message_id in originals
+            )
+        return found
+
     def forget_entries(self, entry_ids: set[str]) -> None:
         """Drop these entries from the in-memory dedupe (a deleted message's content
         must not be answered from memory); a retry then finds the purged ledger entry."""

@@ -9,11 +9,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from libs.contracts.messages import SendMessagePayload
+from libs.bus.consumer import Delivery
+from libs.bus.outbox import Outbox
+from libs.contracts.messages import MessageAccepted, SendMessage, SendMessagePayload
+from libs.errors import Forbidden
 from libs.ids import new_id
 from libs.readmodels.messages import HEADS as COUNTERS
 from libs.settings import ServiceSettings
 from libs.storage.mongo import MongoShards, bootstrap_collections, open_shards
+from message_service.handlers import handle_send_batch
+from message_service.message_state import MessageStates
 from message_service.repository import COLLECTIONS, Ledger, ReceiverPosition
 from message_service.sequencing import Sequencer
 
@@ -169,3 +174,76 @@ async def test_counters_lag_between_intervals_and_the_probe_covers_the_gap(
     await lazy.accept([command("r9")])
     await lazy.forget()
     assert (await counter("r9"), await counter("r8")) == (1, 6)
+
+
+class _RefusesEverything:
+    """The check after the first attempt: the sender was blocked (or left, or the
+    projections are being rebuilt)."""
+
+    async def check(self, commands: list[SendMessagePayload]) -> list[Forbidden]:
+        return [Forbidden("the receiver blocks you", code="blocked") for _ in commands]
+
+
+class _NoCache:
+    """The Redis caches are not what this test is about."""
+
+    async def add(self, *args: object) -> None:
+        return None
+
+    async def locate(self, *args: object) -> None:
+        return None
+
+    async def add_events(self, *args: object) -> None:
+        return None
+
+    async def rewrite_messages(self, *args: object) -> None:
+        return None
+
+    async def purge_edits(self, *args: object) -> None:
+        return None
+
+
+async def test_a_seq_once_taken_resolves_to_its_message_even_if_the_check_now_refuses(
+    shards: MongoShards,
+) -> None:
+    """Issue 15 finding 1: a batch failed after its ledger write; on redelivery the
+    sender is blocked. The message is still emitted at its seq, so no hole is left."""
+    first = command("r-gap", sender="s-gap")
+    [taken] = await Sequencer(Ledger(shards)).accept([first])  # then the process died
+    restarted = Sequencer(Ledger(shards))
+    outbox = Outbox()
+    delivery = Delivery(SendMessage.of(first), "messages.commands.v1", 0, 0, "r-gap")
+    await handle_send_batch(
+        [delivery],
+        outbox,
+        validator=_RefusesEverything(),  # type: ignore[arg-type]
+        sequencer=restarted,
+        cache=_NoCache(),  # type: ignore[arg-type]
+        states=MessageStates(shards),
+        edit_window_s=3600,
+    )
+    [(_, key, event)] = outbox.events
+    assert key == "r-gap"
+    assert isinstance(event, MessageAccepted)
+    assert (event.payload.message_id, event.payload.seq) == (first.message_id, taken.message.seq)
+
+    # A send refused now that took no seq before stays refused, and takes none.
+    later = command("r-gap", sender="s-gap")
+    outbox = Outbox()
+    await handle_send_batch(
+        [
+            Delivery(
+                SendMessage.of(later, reply_to="replies"), "messages.commands.v1", 0, 1, "r-gap"
+            )
+        ],
+        outbox,
+        validator=_RefusesEverything(),  # type: ignore[arg-type]
+        sequencer=restarted,
+        cache=_NoCache(),  # type: ignore[arg-type]
+        states=MessageStates(shards),
+        edit_window_s=3600,
+    )
+    assert outbox.events == []
+    [(_, _, reply)] = outbox.replies
+    assert reply.payload.ok is False
+    assert reply.payload.error["code"] == "blocked"
