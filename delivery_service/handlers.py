@@ -155,13 +155,16 @@ async def push_messages(
 async def advance_watermarks(
     commands: Sequence[AdvanceWatermark], outbox: Outbox, *, repository: DeliveryRepository
 ) -> list[WatermarkMove]:
-    """Move the batch's watermarks; returns those that advanced."""
+    """Move the batch's watermarks; returns those that advanced. A mark past the
+    highest seq known of its receiver's log is clamped to it (issue 15, finding 11),
+    so a read_seq never runs ahead of the conversation."""
+    last = await repository.last_seqs([c.payload.receiver_id for c in commands])
     highest: dict[tuple[str, str, str], WatermarkMove] = {}
     for command in commands:
         p = command.payload
-        move = WatermarkMove(
-            p.kind, p.receiver_kind, p.receiver_id, p.reader_id, p.thread_id, p.seq
-        )
+        # Unknown (0): nothing is known to be in the log yet, so nothing moves.
+        seq = min(p.seq, last.get(p.receiver_id, 0))
+        move = WatermarkMove(p.kind, p.receiver_kind, p.receiver_id, p.reader_id, p.thread_id, seq)
         slot = (move.kind, move.receiver_id, move.field)
         if slot not in highest or highest[slot].seq < move.seq:
             highest[slot] = move

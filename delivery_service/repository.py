@@ -16,6 +16,7 @@ receipts endpoint) and direct contacts (`contacts:*`, presence peers).
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import MessageAcceptedPayload
 from libs.errors import Unavailable
 from libs.group_projection import PROJECTION as GROUPS_PROJECTION
-from libs.readmodels.messages import encode_ref
+from libs.readmodels.messages import encode_ref, read_head
 from libs.receipt_projection import COLLECTION, PROJECTION, document_id
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, bulk_update
 
@@ -77,6 +78,25 @@ class DeliveryRepository:
         self._max_update = redis.register_script(_MAX_UPDATE)
 
     # -- recipients ----------------------------------------------------------------
+
+    async def last_seqs(self, receiver_ids: Sequence[str]) -> dict[str, int]:
+        """The highest seq known of each receiver's log (0: unknown): the newest
+        message this service delivered (`seq_senders`, written before the push), else
+        the receiver's head in the read model (message_service's counter, behind by at
+        most its write interval)."""
+        unique = list(dict.fromkeys(receiver_ids))
+        if not unique:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for receiver_id in unique:
+                pipe.zrevrange(self.keys.seq_senders(receiver_id), 0, 0, withscores=True)
+            rows = await pipe.execute()
+        known = {r: int(row[0][1]) if row else 0 for r, row in zip(unique, rows, strict=True)}
+        heads = await asyncio.gather(*(read_head(self.mongo, r) for r in unique))
+        for receiver_id, head in zip(unique, heads, strict=True):
+            if head is not None:
+                known[receiver_id] = max(known[receiver_id], int(head.get("seq", 0)))
+        return known
 
     async def blocked_either_way(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (a, b) of `pairs` where a blocks b or b blocks a (one round trip)."""
