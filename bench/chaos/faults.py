@@ -31,6 +31,7 @@ SERVICE_VICTIMS = (
     "message_service-2",
     "delivery_service-1",
     "persister-2",
+    "notifier-1",
 )
 
 

@@ -147,7 +147,7 @@ async def _release_attachments(app: web.Application, message_id: str) -> None:
     "/v1/messages/{message_id}/reactions/{emoji}",
     response=MessageView,
     summary="React to a message with one emoji (URL-encoded)",
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 422),
 )
 async def add_reaction(request: web.Request, principal: Principal) -> MessageView:
     """One reaction of each emoji per user: adding it again is not an error."""
@@ -161,7 +161,7 @@ async def add_reaction(request: web.Request, principal: Principal) -> MessageVie
     "/v1/messages/{message_id}/reactions/{emoji}",
     response=MessageView,
     summary="Take back a reaction",
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 422),
 )
 async def remove_reaction(request: web.Request, principal: Principal) -> MessageView:
     """Removing a reaction the caller did not make is not an error."""

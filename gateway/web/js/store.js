@@ -258,6 +258,23 @@ export class Store extends EventTarget {
     });
   }
 
+  // Presence is visible to contacts only (docs/realtime.md): a peer whose presence was
+  // refused before the first message of a new conversation is asked again once one
+  // is exchanged (at most once per peer in flight).
+  learnPresence(message) {
+    if (!message || !message.receiver || message.receiver.kind !== "user") return;
+    const myId = this.me && this.me.id;
+    const peer = message.sender_id === myId ? message.receiver.id : message.sender_id;
+    if (!peer || peer === myId || this.presence.has(peer)) return;
+    this.presenceAsked = this.presenceAsked || new Set();
+    if (this.presenceAsked.has(peer)) return;
+    this.presenceAsked.add(peer);
+    this.api.presence(peer).then((p) => {
+      this.presence.set(peer, { online: p.online, last_seen: p.last_seen });
+      this.emit("presence", peer);
+    }).catch(() => {}).finally(() => this.presenceAsked.delete(peer));
+  }
+
   seqsForResume() {
     return { ...this.seqs };
   }
@@ -266,6 +283,7 @@ export class Store extends EventTarget {
     switch (frame.type) {
       case "message":
         this.ingest(frame.message, { live: true });
+        this.learnPresence(frame.message);
         break;
       case "resumed":
         for (const [rid, seq] of Object.entries(frame.seqs || {})) {
