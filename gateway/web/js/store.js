@@ -762,6 +762,7 @@ export class Store extends EventTarget {
       sent_at: local.local_at,
     };
     if (local.reply_to_id) body.reply_to = local.reply_to_id;
+    if (local.attachments && local.attachments.length) body.attachment_ids = local.attachments.map((a) => a.id);
     // One conversation's sends go one after another, so they keep their order.
     const previous = this.sendChains.get(key) || Promise.resolve();
     const next = previous.then(async () => {
