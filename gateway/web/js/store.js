@@ -403,10 +403,23 @@ export class Store extends EventTarget {
       if (live) this.queueAck(rid, message.seq);
     }
     if (!mine && this.openKey === key && this.visible()) this.markRead(key);
+    // A new chat's presence is hidden (404) until its first message makes the two
+    // contacts: ask again once a message is there.
+    if (key.startsWith("user:") && !this.presence.has(key.slice(5))) this.askPresence(key.slice(5));
     const typists = this.typing.get(key);
     if (typists && typists.delete(message.sender_id)) this.emit("typing", key);
     this.save();
     this.emit("message", key);
+  }
+
+  askPresence(userId) {
+    this.askingPresence = this.askingPresence || new Set();
+    if (this.askingPresence.has(userId)) return;
+    this.askingPresence.add(userId);
+    this.api.presence(userId).then((p) => {
+      this.presence.set(userId, { online: p.online, last_seen: p.last_seen });
+      this.emit("presence", userId);
+    }).catch(() => {}).finally(() => this.askingPresence.delete(userId));
   }
 
   visible() {
