@@ -221,6 +221,12 @@ class Person:
         self.type_into("#composer-input", text)
         self.click("#send-button")
 
+    def attach(self, path: Path) -> None:
+        """Choose a file with the composer's attach button (its file input is hidden, as a
+        file chooser dialog is not something WebDriver can drive)."""
+        self.wait_for(lambda: self._visible("#attach-button"), "the attach button")
+        self.driver.find_element(By.CSS_SELECTOR, "#attach-input").send_keys(str(path))
+
     def message(self, text: str) -> WebElement:
         """The message bubble whose text is `text`, once it is shown."""
 

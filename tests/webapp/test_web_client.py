@@ -11,7 +11,9 @@ explorer. Every wait is bounded and waits for what a person would see.
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
+from PIL import Image
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -152,6 +154,62 @@ def test_reply_edit_react_and_delete_seen_by_the_other_person(people: dict[str, 
     )
     ActionChains(bob.driver).move_to_element(bob.message("Booked a table for two")).perform()
     screenshot(bob, "message-actions")
+
+
+def test_an_image_and_a_file_sent_with_retry_and_seen_by_the_other_person(
+    people: dict[str, Person], tmp_path: Path
+) -> None:
+    ada, bob = people["ada"], people["bob"]
+    picture = tmp_path / "table.png"
+    Image.new("RGB", (64, 48), (200, 80, 40)).save(picture)
+    notes = tmp_path / "menu.txt"
+    notes.write_bytes(b"soup, bread, pie\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    # The server has attachments, so the composer offers the attach button.
+    assert ada.find("#attach-button").is_displayed()
+    assert ada.find("#attach-button").get_attribute("aria-label") == "Attach files"
+    # A file the server refuses shows its error in the tray, and can be removed.
+    ada.attach(empty)
+    refused = "#upload-tray .upload[data-state=failed] [role=alert]"
+    ada.wait_for(lambda: ada.all(refused), "the upload's error")
+    assert "empty" in ada.text_of("#upload-tray [role=alert]").lower()
+    ada.click("#upload-tray button[aria-label='Remove empty.txt']")
+    ada.wait_for(lambda: not ada.all("#upload-tray .upload"), "the tray to empty")
+    # The image uploads; the send fails offline, and the retry carries it.
+    ada.attach(picture)
+    ada.wait_for(lambda: ada.all("#upload-tray .upload[data-state=ready]"), "the upload")
+    ada.set_offline(True)
+    ada.send("Our table tonight")
+    ada.wait_for(lambda: ada.all("#messages .msg.failed .retry"), "the failed send's retry")
+    assert ada.message("Our table tonight").find_elements(By.CSS_SELECTOR, ".attachments figure")
+    ada.set_offline(False)
+    ada.wait_for_live()
+    ada.click("#messages .msg.failed .retry")
+    ada.wait_status("Our table tonight", "read")
+    # Bob sees the preview: the thumbnail, fetched with his token, through a blob: URL.
+    bob.message("Our table tonight")
+    loaded = (
+        "return [...document.querySelectorAll('#messages .msg img.preview')].filter("
+        "i => i.src.startsWith('blob:') && i.complete && i.naturalWidth > 0).length"
+    )
+    bob.wait_for(lambda: bob.js(loaded) == 1, "the image preview to load")
+    assert bob.js("return document.querySelector('#messages img.preview').alt") == "table.png"
+    screenshot(bob, "attachment")
+    # A file with no text: Bob gets a download button that saves it under its name.
+    ada.attach(notes)
+    ada.wait_for(lambda: ada.all("#upload-tray .upload[data-state=ready]"), "the second upload")
+    ada.click("#send-button")
+    downloads = tmp_path / "bob-downloads"
+    downloads.mkdir()
+    bob.driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    bob.click("#messages button.file[aria-label^='Download menu.txt']")
+    saved = downloads / "menu.txt"
+    bob.wait_for(lambda: saved.exists() and saved.read_bytes() == notes.read_bytes(), "the file")
+    assert ada.message_texts().count("Our table tonight") == 1
+    assert bob.message_texts().count("Our table tonight") == 1
 
 
 def test_archive_and_mute_from_the_conversation_details(people: dict[str, Person]) -> None:

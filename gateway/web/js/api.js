@@ -47,20 +47,69 @@ export class Api extends EventTarget {
     } catch {
       data = null;
     }
-    if (!response.ok) {
-      const e = (data && data.error) || {};
-      const error = new ApiError(
-        response.status,
-        e.code || "http_" + response.status,
-        e.message || response.statusText || "Request failed",
-        e.details || {},
-      );
-      if (response.status === 401 && this.token) {
-        this.dispatchEvent(new CustomEvent("unauthorized", { detail: error }));
-      }
-      throw error;
-    }
+    if (!response.ok) throw this.failure(response.status, response.statusText, data);
     return data;
+  }
+
+  /** The ApiError for a failed answer (its body parsed, or null); a 401 signs out. */
+  failure(status, statusText, data) {
+    const e = (data && data.error) || {};
+    const error = new ApiError(
+      status,
+      e.code || "http_" + status,
+      e.message || statusText || "Request failed",
+      e.details || {},
+    );
+    if (status === 401 && this.token) {
+      this.dispatchEvent(new CustomEvent("unauthorized", { detail: error }));
+    }
+    return error;
+  }
+
+  /** GET a file with the Authorization header, as a Blob (for blob: URLs). */
+  async blob(path) {
+    const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
+    let response;
+    try {
+      response = await fetch(this.base + path, { headers });
+    } catch {
+      throw new ApiError(0, "network", "The server cannot be reached. Check your connection.");
+    }
+    if (!response.ok) {
+      let data = null;
+      try {
+        data = await response.json();
+      } catch {
+        data = null;
+      }
+      throw this.failure(response.status, response.statusText, data);
+    }
+    return response.blob();
+  }
+
+  /** POST /v1/attachments with the file as the raw body. XMLHttpRequest, not fetch, because
+   * only it reports upload progress: onProgress(fraction). Returns {promise, abort}. */
+  upload(file, onProgress = () => {}) {
+    const xhr = new XMLHttpRequest();
+    const promise = new Promise((resolve, reject) => {
+      const query = file.name ? `?name=${encodeURIComponent(file.name)}` : "";
+      xhr.open("POST", `${this.base}/v1/attachments${query}`);
+      xhr.setRequestHeader("Content-Type", file.type || "application/octet-stream");
+      if (this.token) xhr.setRequestHeader("Authorization", `Bearer ${this.token}`);
+      xhr.responseType = "json";
+      xhr.upload.addEventListener("progress", (e) => {
+        if (e.lengthComputable) onProgress(e.loaded / e.total);
+      });
+      xhr.addEventListener("load", () => {
+        if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
+        else reject(this.failure(xhr.status, xhr.statusText, xhr.response));
+      });
+      const unreachable = () => reject(new ApiError(0, "network", "The server cannot be reached. Check your connection."));
+      xhr.addEventListener("error", unreachable);
+      xhr.addEventListener("abort", () => reject(new ApiError(0, "aborted", "Upload cancelled")));
+      xhr.send(file);
+    });
+    return { promise, abort: () => xhr.abort() };
   }
 
   // accounts
@@ -151,5 +200,7 @@ export function featuresOf(openapi) {
     remove: Boolean(paths["/v1/messages/{message_id}"] && paths["/v1/messages/{message_id}"].delete),
     reactions: Boolean(paths["/v1/messages/{message_id}/reactions/{emoji}"]),
     replies: Boolean(send.properties && send.properties.reply_to),
+    attachments: Boolean(paths["/v1/attachments"] && paths["/v1/attachments"].post
+      && send.properties && send.properties.attachment_ids),
   };
 }

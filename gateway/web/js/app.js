@@ -8,6 +8,7 @@ import { Store } from "./store.js";
 import { clear, dayKey, formatDay, formatShort, formatTime, h, hue, initials } from "./dom.js";
 import { closeDialog, describe, toast } from "./dialogs.js";
 import * as details from "./details.js";
+import { Previews, Uploads, attachmentSummary, renderAttachments, renderTray } from "./attachments.js";
 
 const TOKEN_KEY = "messenger.token";
 const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
@@ -18,6 +19,8 @@ let store = null;
 let socket = null;
 let showArchived = false;
 let replyTo = null;
+let uploads = null; // the composer's chosen files (js/attachments.js)
+let previews = null; // blob: URLs of the thumbnails shown
 
 // -- start ------------------------------------------------------------------------------
 
@@ -40,6 +43,10 @@ async function enter(me) {
   store = new Store(api);
   socket = new RealtimeSocket(api, () => store.seqsForResume());
   store.attach(socket);
+  uploads = new Uploads(api);
+  uploads.addEventListener("change", () => renderTray($("upload-tray"), uploads));
+  previews = new Previews(api);
+  $("attach-button").hidden = !features.attachments;
   store.addEventListener("change", (e) => onChange(e.detail));
   socket.addEventListener("revoked", () => signedOut("You were logged out."));
   $("auth").hidden = true;
@@ -57,6 +64,10 @@ async function enter(me) {
 function signedOut(message) {
   if (socket) socket.stop();
   socket = null;
+  if (uploads) uploads.clearAll();
+  if (previews) previews.revokeAll();
+  uploads = null;
+  previews = null;
   store = null;
   api.token = null;
   localStorage.removeItem(TOKEN_KEY);
@@ -212,7 +223,7 @@ function preview(conv) {
   const m = conv.last_message;
   if (!m) return conv.kind === "group" ? "No messages yet" : "";
   const who = m.sender_id === store.me.id ? "You: " : conv.kind === "group" ? `${store.nameNow(m.sender_id)}: ` : "";
-  return who + (m.deleted ? "Message deleted" : m.content);
+  return who + (m.deleted ? "Message deleted" : m.content || attachmentSummary(m.attachments));
 }
 
 function renderList() {
@@ -257,6 +268,7 @@ function renderList() {
 async function openChat(key) {
   replyTo = null;
   renderReplyBar();
+  if (uploads && store.openKey !== key) uploads.clearAll();
   store.openKey = key;
   history.replaceState(null, "", `#${encodeURIComponent(key)}`);
   $("main").classList.add("chat-open");
@@ -280,6 +292,8 @@ function closeChat() {
   $("main").classList.remove("chat-open");
   $("chat-pane").hidden = true;
   $("no-chat").hidden = false;
+  clear($("messages"));
+  if (previews) previews.revokeAll();
   renderList();
   const first = $("conversation-list").querySelector("button");
   if (first) first.focus();
@@ -376,8 +390,9 @@ function renderMessage(thread, m, showAuthor) {
   },
   showAuthor && !mine ? h("div", { class: "author" }, store.nameNow(m.sender_id)) : null,
   reply,
+  m.deleted ? null : renderAttachments(api, previews, m.attachments, (err) => toast(describe(err))),
   m.deleted ? h("div", { class: "text deleted" }, "This message was deleted")
-    : h("div", { class: "text" }, m.content),
+    : m.content || !(m.attachments && m.attachments.length) ? h("div", { class: "text" }, m.content) : null,
   reactions,
   m.failed ? h("div", { class: "failed-note", role: "alert" }, `Not sent: ${m.error || "error"}`,
     h("button", { type: "button", class: "retry", onclick: () => store.retry(thread.key, m.id) }, "Retry")) : null,
@@ -398,6 +413,7 @@ function renderMessages({ toBottom = false, keepScroll = false, keepFromBottom =
   const focusedId = document.activeElement && box.contains(document.activeElement)
     ? (document.activeElement.closest(".msg") || {}).dataset : null;
   clear(box);
+  previews.begin();
   if (thread.loaded && !thread.hasOlder) box.append(h("p", { class: "older-note" }, "This is the start of the conversation."));
   else if (thread.loaded) box.append(h("p", { class: "older-note" }, "Scroll up for older messages"));
   let lastDay = null;
@@ -413,6 +429,7 @@ function renderMessages({ toBottom = false, keepScroll = false, keepFromBottom =
     box.append(renderMessage(thread, m, key.startsWith("group:") && m.sender_id !== lastSender));
     lastSender = m.sender_id;
   }
+  previews.sweep(); // revoke the blob: URLs of messages no longer shown
   $("to-latest").hidden = !thread.hasNewer;
   if (toBottom || (keepScroll && atBottom && !thread.hasNewer)) box.scrollTop = box.scrollHeight;
   else if (keepFromBottom) box.scrollTop = box.scrollHeight - fromBottom;
@@ -434,7 +451,7 @@ function renderReplyBar() {
   bar.hidden = !replyTo;
   if (!replyTo) return;
   bar.append(
-    h("span", {}, `Replying to ${store.nameNow(replyTo.sender_id)}: ${replyTo.content}`),
+    h("span", {}, `Replying to ${store.nameNow(replyTo.sender_id)}: ${replyTo.content || attachmentSummary(replyTo.attachments)}`),
     h("button", { type: "button", class: "icon", "aria-label": "Cancel reply", onclick: () => { replyTo = null; renderReplyBar(); } }, "✕"),
   );
 }
@@ -444,11 +461,22 @@ function wireChat() {
     e.preventDefault();
     const input = $("composer-input");
     const text = input.value.trim();
-    if (!text || !store.openKey) return;
+    if (!store.openKey) return;
+    if (uploads.busy) {
+      toast("Wait for the files to finish uploading");
+      return;
+    }
+    if (uploads.failed) {
+      toast("Retry or remove the files that could not be uploaded");
+      return;
+    }
+    const attachments = uploads.items.length ? uploads.take() : [];
+    if (!text && !attachments.length) return;
     const extra = replyTo ? {
       reply_to_id: replyTo.id,
       reply_to: { id: replyTo.id, sender_id: replyTo.sender_id, preview: replyTo.content.slice(0, 100) },
     } : {};
+    if (attachments.length) extra.attachments = attachments;
     replyTo = null;
     renderReplyBar();
     store.send(store.openKey, text, extra);
@@ -520,6 +548,13 @@ function wireChat() {
     } catch (err) {
       toast(describe(err));
     }
+  });
+  $("attach-button").addEventListener("click", () => $("attach-input").click());
+  $("attach-input").addEventListener("change", (e) => {
+    const files = [...e.target.files];
+    e.target.value = ""; // the same file can be chosen again
+    if (files.length && uploads) uploads.add(files);
+    $("composer-input").focus();
   });
   $("back").addEventListener("click", closeChat);
   $("chat-menu-button").addEventListener("click", () => details.conversation(store, store.openKey));

@@ -258,23 +258,6 @@ export class Store extends EventTarget {
     });
   }
 
-  // Presence is visible to contacts only (docs/realtime.md): a peer whose presence was
-  // refused before the first message of a new conversation is asked again once one
-  // is exchanged (at most once per peer in flight).
-  learnPresence(message) {
-    if (!message || !message.receiver || message.receiver.kind !== "user") return;
-    const myId = this.me && this.me.id;
-    const peer = message.sender_id === myId ? message.receiver.id : message.sender_id;
-    if (!peer || peer === myId || this.presence.has(peer)) return;
-    this.presenceAsked = this.presenceAsked || new Set();
-    if (this.presenceAsked.has(peer)) return;
-    this.presenceAsked.add(peer);
-    this.api.presence(peer).then((p) => {
-      this.presence.set(peer, { online: p.online, last_seen: p.last_seen });
-      this.emit("presence", peer);
-    }).catch(() => {}).finally(() => this.presenceAsked.delete(peer));
-  }
-
   seqsForResume() {
     return { ...this.seqs };
   }
@@ -283,7 +266,6 @@ export class Store extends EventTarget {
     switch (frame.type) {
       case "message":
         this.ingest(frame.message, { live: true });
-        this.learnPresence(frame.message);
         break;
       case "resumed":
         for (const [rid, seq] of Object.entries(frame.seqs || {})) {
@@ -421,10 +403,23 @@ export class Store extends EventTarget {
       if (live) this.queueAck(rid, message.seq);
     }
     if (!mine && this.openKey === key && this.visible()) this.markRead(key);
+    // A new chat's presence is hidden (404) until its first message makes the two
+    // contacts: ask again once a message is there.
+    if (key.startsWith("user:") && !this.presence.has(key.slice(5))) this.askPresence(key.slice(5));
     const typists = this.typing.get(key);
     if (typists && typists.delete(message.sender_id)) this.emit("typing", key);
     this.save();
     this.emit("message", key);
+  }
+
+  askPresence(userId) {
+    this.askingPresence = this.askingPresence || new Set();
+    if (this.askingPresence.has(userId)) return;
+    this.askingPresence.add(userId);
+    this.api.presence(userId).then((p) => {
+      this.presence.set(userId, { online: p.online, last_seen: p.last_seen });
+      this.emit("presence", userId);
+    }).catch(() => {}).finally(() => this.askingPresence.delete(userId));
   }
 
   visible() {
@@ -780,6 +775,7 @@ export class Store extends EventTarget {
       sent_at: local.local_at,
     };
     if (local.reply_to_id) body.reply_to = local.reply_to_id;
+    if (local.attachments && local.attachments.length) body.attachment_ids = local.attachments.map((a) => a.id);
     // One conversation's sends go one after another, so they keep their order.
     const previous = this.sendChains.get(key) || Promise.resolve();
     const next = previous.then(async () => {
