@@ -44,6 +44,7 @@ SERVICE_ENV = {
     "GATEWAY_RATE_SEND_PER_USER_BURST": "1000000",
     "GATEWAY_RATE_GROUP_CHANGES_PER_USER_BURST": "1000000",
     "GATEWAY_RATE_READ_MARKS_PER_USER_BURST": "1000000",
+    "GATEWAY_RATE_UPLOADS_PER_USER_BURST": "1000000",
     # Seeding is not what is measured: cheaper argon2id for the seeded accounts (the
     # default, 2 passes over 19 MiB, costs ~50 ms of CPU per register + login here).
     "USER_SERVICE_ARGON2_TIME_COST": "1",

@@ -18,8 +18,8 @@ Limits (env GATEWAY_RATE_*):
   per account alone: anyone could then lock a victim out by failing on purpose;
   an attacker's failures lock out only the attacker's own address;
 - per authenticated user: sending messages (REST and WebSocket share the one
-  send path), group changes (every command to group_service, blocks included)
-  and read marks.
+  send path), group changes (every command to group_service, blocks included),
+  read marks and attachment uploads.
 
 Behind a load balancer, list it in GATEWAY_RATE_TRUSTED_PROXIES so that
 X-Forwarded-For names the client. The bucket key carries the limit's
@@ -113,6 +113,8 @@ class RateLimitSettings(BaseSettings):
     group_changes_per_user_burst: int = Field(60, ge=1)
     read_marks_per_user_per_minute: float = Field(1200, gt=0)
     read_marks_per_user_burst: int = Field(200, ge=1)
+    uploads_per_user_per_minute: float = Field(60, gt=0)
+    uploads_per_user_burst: int = Field(30, ge=1)
     #: Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed,
     #: e.g. the load balancer in front of the gateways. Empty: the peer address counts.
     trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
@@ -135,6 +137,7 @@ class RateLimits:
     send_per_user: Limit
     group_changes_per_user: Limit
     read_marks_per_user: Limit
+    uploads_per_user: Limit
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     @classmethod
@@ -163,6 +166,9 @@ class RateLimits:
             ),
             read_marks_per_user=Limit(
                 "read_marks", s.read_marks_per_user_per_minute, s.read_marks_per_user_burst
+            ),
+            uploads_per_user=Limit(
+                "uploads", s.uploads_per_user_per_minute, s.uploads_per_user_burst
             ),
             trusted_proxies=s.trusted_proxies,
         )
@@ -254,13 +260,14 @@ async def record_login_failure(request: web.Request, username: str) -> None:
 
 
 async def limit_user(app: web.Application, scope: str, user_id: str) -> None:
-    """Count one action of an authenticated user: scope is "send", "group_changes" or
-    "read_marks"; RateLimited (429 with Retry-After) when over the limit."""
+    """Count one action of an authenticated user: scope is "send", "group_changes",
+    "read_marks" or "uploads"; RateLimited (429 with Retry-After) when over the limit."""
     limits = app[RATE_LIMITS]
     limit = {
         "send": limits.send_per_user,
         "group_changes": limits.group_changes_per_user,
         "read_marks": limits.read_marks_per_user,
+        "uploads": limits.uploads_per_user,
     }[scope]
     await app[LIMITER].hit(limit, user_id)
 

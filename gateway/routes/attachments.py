@@ -19,7 +19,7 @@ from urllib.parse import quote
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import media
+from gateway import media, ratelimit
 from gateway.api import Routes
 from gateway.auth import Principal
 from gateway.errors import error_response
@@ -128,14 +128,15 @@ def _safety_headers() -> dict[str, str]:
     response=AttachmentUploaded,
     status=201,
     summary="Upload an attachment (the raw bytes; 25 MB by default)",
-    errors=(413, 422),
+    errors=(413, 422, 429),
     openapi=_UPLOAD_DOC,
 )
 async def upload_attachment(
     request: web.Request, principal: Principal, query: UploadQuery
 ) -> AttachmentUploaded:
     """Streamed to the store as it arrives. Send it in a message with `attachment_ids`
-    within 24 hours, or it is deleted."""
+    within 24 hours, or it is deleted. Uploads are limited per user (429)."""
+    await ratelimit.limit_user(request.app, "uploads", principal.user_id)
     limit = request.app[SETTINGS].attachment_max_bytes
     declared = request.content_length
     if declared is not None and declared > limit:

@@ -97,6 +97,8 @@ def guarded_gateway(system: RunningSystem) -> Iterator[ServiceProcess]:
         "GATEWAY_RATE_GROUP_CHANGES_PER_USER_PER_MINUTE": "1",
         "GATEWAY_RATE_READ_MARKS_PER_USER_BURST": "3",
         "GATEWAY_RATE_READ_MARKS_PER_USER_PER_MINUTE": "1",
+        "GATEWAY_RATE_UPLOADS_PER_USER_BURST": "2",
+        "GATEWAY_RATE_UPLOADS_PER_USER_PER_MINUTE": "1",
     }
     gateway = ServiceProcess("gateway", env, free_port(), system.log_dir, instance="-guard")
     gateway.start()
@@ -206,3 +208,22 @@ async def test_group_changes_and_read_marks_are_limited_per_user(
     path = f"/v1/conversations/users/{owner.id}/read"
     marks = [await guarded.call("POST", path, json={"seq": 1}, token=other.token) for _ in range(4)]
     assert [m.status for m in marks] == [200, 200, 200, 429]
+
+
+async def test_uploads_are_limited_per_user(
+    http: aiohttp.ClientSession, guarded_gateway: ServiceProcess, api: Api
+) -> None:
+    user = await api.new_user("rlu")
+    guarded = Api(http, guarded_gateway.url)
+
+    async def upload() -> int:
+        reply = await guarded.call(
+            "POST",
+            "/v1/attachments",
+            data=b"some bytes",
+            headers={"Content-Type": "text/plain"},
+            token=user.token,
+        )
+        return reply.status
+
+    assert [await upload() for _ in range(3)] == [201, 201, 429]
