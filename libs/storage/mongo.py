@@ -25,7 +25,6 @@ own connections and wedge that database. Commands of at most
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +38,8 @@ from libs.logging import get_logger
 from libs.storage.routing import ShardRouter
 
 log = get_logger(__name__)
+#: The server's error code for creating a collection that exists.
+NAMESPACE_EXISTS = 48
 
 IndexKeys = list[tuple[str, int | str]]
 
@@ -182,9 +183,16 @@ async def bootstrap_collections(shards: MongoShards, specs: Sequence[CollectionS
         for spec in specs:
             collection = database[spec.name]
             if spec.name not in existing:
-                # A concurrent bootstrap (another service) may have made it meanwhile.
-                with contextlib.suppress(CollectionInvalid):
+                # A concurrent bootstrap (another service) may have made it meanwhile:
+                # pymongo's own check says CollectionInvalid, the server's answer to a
+                # create that lost the race is NamespaceExists (48).
+                try:
                     await database.create_collection(spec.name)
+                except CollectionInvalid:
+                    pass
+                except OperationFailure as exc:
+                    if exc.code != NAMESPACE_EXISTS:
+                        raise
             for index in spec.indexes:
                 if sql_url and spec.native_only_indexes and not index.unique:
                     continue
