@@ -261,7 +261,14 @@ class Person:
         self.wait_for(lambda: self.status_of(text) == status, f"{text!r} to be {status}")
 
     def message_texts(self) -> list[str]:
-        return [el.text for el in self.all("#messages .msg .text")]
+        # One script call: the list may re-render between a lookup and a read, and an
+        # element read after that is stale.
+        return list(
+            self.js(
+                "return [...document.querySelectorAll('#messages .msg .text')]"
+                ".map(e => (e.offsetParent === null ? '' : e.innerText))"
+            )
+        )
 
     def set_offline(self, offline: bool) -> None:
         """Cut (or restore) this browser's network, as airplane mode would."""
