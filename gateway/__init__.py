@@ -1,1 +1,1 @@
-"""The gateway: the only process clients talk to (HTTP and WebSocket, DESIGN.md §2, §6-7)."""
+"""The gateway: the only process clients talk to (HTTP and WebSocket; docs/realtime.md)."""

@@ -1,4 +1,4 @@
-"""Delivery status of messages as their sender sees it (DESIGN.md §5).
+"""Delivery status of messages as their sender sees it (docs/realtime.md).
 
 `annotate_status` sets, on each message the caller sent, its status computed
 from the recipients' watermarks (libs/receipt_projection.py, owned by

@@ -1,4 +1,4 @@
-"""`python -m libs.bootstrap`: create the Kafka topics of DESIGN.md §3.
+"""`python -m libs.bootstrap`: create the Kafka topics of README.md, Architecture.
 
 Run once per deployment (the local launcher, the compose init service and the
 Kubernetes Job call it); idempotent. Collections and indexes are created by each

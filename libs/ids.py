@@ -1,4 +1,4 @@
-"""Identifiers: time-ordered UUIDv7 strings, made at the edge (DESIGN.md §4)."""
+"""Identifiers: time-ordered UUIDv7 strings, made at the edge (docs/storage.md)."""
 
 from uuid6 import uuid7
 

@@ -1,4 +1,4 @@
-"""Reading the users projection that user_service keeps in Redis (DESIGN.md §2).
+"""Reading the users projection that user_service keeps in Redis (README.md, Architecture).
 
 user_service writes `user:<id>` {id, username, display_name, created_at,
 deleted "0"/"1"} and `username:<lower>` -> id before it replies, and rebuilds

@@ -1,6 +1,6 @@
 """The session registry and push fan-out shared by the gateway and delivery_service.
 
-Registry (DESIGN.md §6): `conns:<user>` is a hash connection_id ->
+Registry (docs/realtime.md): `conns:<user>` is a hash connection_id ->
 "<gateway instance>|<expires_at>". The gateway holding a socket writes its field
 at connect, refreshes it on every heartbeat and deletes it at disconnect; a
 gateway that dies leaves fields that expire (readers ignore them, writers prune

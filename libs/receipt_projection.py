@@ -1,4 +1,4 @@
-"""Read helpers over delivery_service's watermarks (DESIGN.md §5).
+"""Read helpers over delivery_service's watermarks (docs/realtime.md).
 
 delivery_service owns the watermarks: durable in its `watermarks` collection
 (sharded by receiver_id), cached in Redis (`wm_delivered:<receiver>` and

@@ -1,7 +1,7 @@
 """message_service storage: the acceptance ledger, sequence counters, and the caches.
 
 The only code touching message_service's collections and keys. Everything lives
-on the receiver's shard (DESIGN.md §4):
+on the receiver's shard (docs/storage.md):
 
 - `accepted`: the ledger of seq assignments, `_id = "<receiver_id>:<seq>"`,
   with unique (receiver_id, seq), (receiver_id, key) and (receiver_id,

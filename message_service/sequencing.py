@@ -1,6 +1,6 @@
 """Acceptance of a batch of valid SendMessage commands: dedupe, seq, durable ledger.
 
-Crash-safe per-receiver sequencing (DESIGN.md §4). For one consumer batch:
+Crash-safe per-receiver sequencing (docs/storage.md). For one consumer batch:
 
 1. In-memory dedupe (recent keys of the receivers this instance owns) and
    in-batch duplicates answer the earlier message.

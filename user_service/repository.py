@@ -10,7 +10,7 @@ MongoDB (the source of truth):
   claim by the same user_id is found again on a retry (idempotent); a claim by
   another user_id is a 409. Deleting an account releases its name.
 
-Redis (DESIGN.md §2, libs/contracts/keys.py):
+Redis (README.md, Architecture, libs/contracts/keys.py):
 - sessions: `session:<sha256(token)>` {user_id, created_at, expires_at, idle_s}
   with TTL = idle timeout, indexed by `user_sessions:<user_id>`; a revocation
   deletes them and publishes their hashes on `session_revocations` in the same

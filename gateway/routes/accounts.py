@@ -1,7 +1,7 @@
 """Gateway endpoints: accounts and sessions (register, log in and out, profile, lookup).
 
 Commands go to users.commands.v1 and are answered by user_service's reply
-(request-reply, DESIGN.md §2); the key is the user id, or for a login the
+(request-reply, README.md, Architecture); the key is the user id, or for a login the
 lower-cased username (the caller does not know its id yet). Profile reads are
 answered from the users projection in Redis (libs.projections). Registration
 and login are rate limited per client address and per username

@@ -1,6 +1,6 @@
 """The consumer loop: decode, handle a batch, publish its outbox, then commit.
 
-Guarantees (DESIGN.md §2), in this order for every batch:
+Guarantees (README.md, Architecture), in this order for every batch:
 1. records that cannot be decoded go to `<topic>.dlq` with the error (and are
    then committed with the batch: a poison record never blocks its partition);
 2. the batch handler runs and makes its effects durable;

@@ -1,4 +1,4 @@
-"""Request-reply over Kafka for the gateway (DESIGN.md §2).
+"""Request-reply over Kafka for the gateway (README.md, Architecture).
 
 Each gateway instance owns a one-partition reply topic, `gateway.replies.<instance>`,
 created at start and deleted at a clean stop. A request carries a correlation id

@@ -1,4 +1,4 @@
-"""The versioned envelope every Kafka record carries (DESIGN.md §3).
+"""The versioned envelope every Kafka record carries (README.md, Architecture).
 
 A concrete message subclasses `Envelope`, fixing `type` to a Literal and
 `payload` to a frozen `Payload` model. Example, on the wire (JSON):

@@ -1,4 +1,4 @@
-"""Delivery and read receipts (receipts.commands.v1, receipts.events.v1; DESIGN.md §5).
+"""Delivery and read receipts (receipts.commands.v1, receipts.events.v1; docs/realtime.md).
 
 Status is kept as watermarks, not rows per message. A watermark lives in the
 seq space of one receiver (a user's inbox or a group's log):

@@ -1,4 +1,4 @@
-"""Kafka topic names: the one place they are spelled (DESIGN.md §3).
+"""Kafka topic names: the one place they are spelled (README.md, Architecture).
 
 Names are constants, never derived from class names. A deployment namespace
 (MESSENGER_NAMESPACE, used to isolate test runs and tenants) is applied by

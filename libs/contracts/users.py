@@ -1,4 +1,4 @@
-"""Account commands and events (DESIGN.md §3: users.commands.v1, users.events.v1).
+"""Account commands and events (README.md, Architecture: users.commands.v1, users.events.v1).
 
 Commands: producer gateway, consumer user_service, key user_id (Login: the
 lower-cased username, since the caller does not know the id yet).

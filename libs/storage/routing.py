@@ -1,4 +1,4 @@
-"""Storage routing: which MongoDB deployment holds a receiver's data (DESIGN.md §4).
+"""Storage routing: which MongoDB deployment holds a receiver's data (docs/storage.md).
 
 A receiver id (a user id or a group id) is hashed to 64 bits (BLAKE2b, stable
 across processes and languages, unlike Python's `hash`) and placed by jump

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-#: The services of DESIGN.md §2, each started with `python -m <name>`.
+#: The services of README.md, Architecture, each started with `python -m <name>`.
 SERVICES = (
     "gateway",
     "user_service",
