@@ -66,7 +66,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SESSION_CACHE] = auth.SessionCache(settings.auth_cache_s)
     app.cleanup_ctx.append(redis_context(REDIS, settings.redis_url))
     app.cleanup_ctx.append(mongo_context(MONGO, settings))
-    app.cleanup_ctx.append(producer_context(PRODUCER, settings, linger_ms=1))
+    app.cleanup_ctx.append(producer_context(PRODUCER, settings, linger_ms=0))
     app.cleanup_ctx.append(_request_client(settings))
     for module in ROUTE_MODULES:
         setup = getattr(module, "setup", None)

@@ -157,7 +157,7 @@ def mongo_context(
 
 
 def producer_context(
-    key: web.AppKey[Producer], settings: ServiceSettings, *, linger_ms: int = 2
+    key: web.AppKey[Producer], settings: ServiceSettings, *, linger_ms: int = 0
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         producer = Producer(

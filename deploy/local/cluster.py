@@ -193,6 +193,9 @@ def _kafka_properties(config: ClusterConfig, node: int, data_dir: Path) -> str:
             "share.coordinator.state.topic.min.isr=2",
             "auto.create.topics.enable=false",
             "group.initial.rebalance.delay.ms=0",
+            # Offset commits are answered at once, not after the group coordinator's
+            # default 5 ms append linger (each consumer batch ends with a commit).
+            "group.coordinator.append.linger.ms=0",
             # A killed broker's partitions move quickly; its controller seat too.
             "broker.session.timeout.ms=6000",
             "broker.heartbeat.interval.ms=1000",

@@ -408,6 +408,9 @@ def _kafka_properties(config: StackConfig, data_dir: Path) -> str:
             "share.coordinator.state.topic.min.isr=1",
             "auto.create.topics.enable=false",
             "group.initial.rebalance.delay.ms=0",
+            # Offset commits are answered at once, not after the group coordinator's
+            # default 5 ms append linger (each consumer batch ends with a commit).
+            "group.coordinator.append.linger.ms=0",
             "",
         ]
     )
