@@ -68,6 +68,36 @@ def infra_pids(run_dir: Path) -> dict[str, int]:
     return pids
 
 
+def machine_busy_cores(proc_root: Path = Path("/proc")) -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat's cpu line."""
+    fields = [float(v) for v in (proc_root / "stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+async def wait_until_quiet(
+    below_cores: float = 0.3, window_s: float = 1.0, max_wait_s: float = 30.0
+) -> tuple[float, float]:
+    """Wait until the whole machine used less than `below_cores` cores over a window
+    (the work a previous step left behind has drained), or `max_wait_s` passed.
+
+    Returns (seconds waited, cores busy in the last window): the caller reports both,
+    so a measurement "at idle" that could not find the machine idle says so."""
+    import asyncio
+    import time
+
+    started = time.monotonic()
+    cores = os.cpu_count() or 1
+    while True:
+        busy0, total0 = machine_busy_cores()
+        await asyncio.sleep(window_s)
+        busy1, total1 = machine_busy_cores()
+        used = cores * (busy1 - busy0) / max(total1 - total0, 1e-9)
+        waited = time.monotonic() - started
+        if used < below_cores or waited >= max_wait_s:
+            return waited, used
+
+
 def machine() -> dict[str, object]:
     """What this machine is: core count, memory and CPU model."""
     model = "unknown"
