@@ -15,7 +15,7 @@ Redis holds the projections others read (libs.group_projection): `group:<id>`,
 `blocks:<blocker>`, complete while the `projection_ready("groups")` sentinel
 exists. Every write goes to MongoDB first, then to Redis in one MULTI, before
 the command is answered (read-your-writes). Command handlers read group state
-from the projection (FerretDB scans on every read, DESIGN notes), so a missing
+from the projection (one Redis round trip; MongoDB is the record), so a missing
 sentinel is repaired by `rebuild_projection` before any command is handled.
 
 Deduplication relies on unique indexes (duplicate inserts are ignored), so a
@@ -46,7 +46,7 @@ from libs.errors import Unavailable
 from libs.group_projection import PROJECTION
 from libs.logging import get_logger
 from libs.projections import USERS_PROJECTION
-from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
+from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards, delete_ids
 
 log = get_logger(__name__)
 
@@ -516,8 +516,9 @@ class GroupRepository:
     async def _delete_user_groups(self, group_id: str, user_ids: Iterable[str]) -> None:
         by_shard = self.mongo.router.group_by_shard(list(user_ids))
         for ids in by_shard.values():
-            await self.mongo.collection_for(ids[0], USER_GROUPS).delete_many(
-                {"_id": {"$in": [_user_group_id(user_id, group_id) for user_id in ids]}}
+            await delete_ids(
+                self.mongo.collection_for(ids[0], USER_GROUPS),
+                [_user_group_id(user_id, group_id) for user_id in ids],
             )
 
     def _project_members(self, pipe: Any, group_id: str, members: dict[str, Member]) -> None:
@@ -551,7 +552,8 @@ class GroupRepository:
     async def unblock(self, blocker_id: str, blocked_ids: Sequence[str]) -> None:
         if not blocked_ids:
             return
-        await self.mongo.collection_for(blocker_id, BLOCKS).delete_many(
-            {"_id": {"$in": [_block_id(blocker_id, b) for b in blocked_ids]}}
+        await delete_ids(
+            self.mongo.collection_for(blocker_id, BLOCKS),
+            [_block_id(blocker_id, b) for b in blocked_ids],
         )
         await self._project(lambda pipe: pipe.srem(self.keys.blocks(blocker_id), *blocked_ids))

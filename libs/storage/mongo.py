@@ -20,6 +20,9 @@ its SQLite pool allows 100 connections per database, so one command of 100
 statements, or a few concurrent ones adding up to it, wait forever on their
 own connections and wedge that database. Commands of at most
 `UPDATE_STATEMENTS_PER_COMMAND` statements, sent one after another, cannot.
+`delete_ids` deletes a set of documents the same way: one `_id` equality per
+statement (pushed down and served by the `_id` lookup), never `{_id: {$in: ...}}`,
+which FerretDB does not push down and answers by scanning the collection.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, DeleteOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
@@ -57,6 +60,22 @@ async def bulk_update(
     """Unordered updates in commands of at most `per_command` statements, in sequence."""
     for start in range(0, len(operations), per_command):
         await collection.bulk_write(list(operations[start : start + per_command]), ordered=False)
+
+
+async def delete_ids(
+    collection: AsyncCollection[dict[str, Any]],
+    ids: Sequence[str],
+    *,
+    per_command: int = UPDATE_STATEMENTS_PER_COMMAND,
+) -> int:
+    """Delete the documents with these `_id`s, one equality statement each (no scan),
+    in commands of at most `per_command` statements; returns how many were deleted."""
+    deleted = 0
+    for start in range(0, len(ids), per_command):
+        chunk = ids[start : start + per_command]
+        result = await collection.bulk_write([DeleteOne({"_id": i}) for i in chunk], ordered=False)
+        deleted += result.deleted_count
+    return deleted
 
 
 @dataclass(frozen=True)
