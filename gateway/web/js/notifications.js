@@ -274,13 +274,20 @@ export function pushControl(push) {
     }
     drawn = true;
     const { status, message, error } = push.state;
-    toggle.checked = status === "on";
-    toggle.disabled = ["unsupported", "unavailable", "busy"].includes(status);
+    // While busy the switch keeps the position asked for, and its focus: it is not
+    // disabled (that would drop a keyboard user's focus), it ignores presses.
+    if (status !== "busy") toggle.checked = status === "on";
+    toggle.disabled = ["unsupported", "unavailable"].includes(status);
+    toggle.setAttribute("aria-busy", String(status === "busy"));
     state.textContent = message;
     state.className = error ? "small error" : "small muted";
     state.dataset.status = status;
   };
   toggle.addEventListener("change", () => {
+    if (push.state.status === "busy") {
+      toggle.checked = !toggle.checked;
+      return;
+    }
     if (toggle.checked) push.turnOn();
     else push.turnOff();
   });
