@@ -8,12 +8,16 @@ would look for on the screen. Nothing here sleeps for a fixed time.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import websocket
 from selenium import webdriver
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
@@ -44,6 +48,53 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--lang=en-GB",
 )
+
+
+class DevTools:
+    """A DevTools protocol connection of our own to one page of a Person's Chromium.
+
+    chromedriver's execute_cdp_cmd answers commands but hands over no events, and some
+    answers come only as events (the ServiceWorker domain's registrations). Chromium
+    accepts more than one client per page, so this one sits beside chromedriver's.
+    """
+
+    def __init__(self, url: str) -> None:
+        # No Origin header: Chromium refuses DevTools sockets from web origins.
+        self.socket = websocket.create_connection(url, timeout=WAIT_S, suppress_origin=True)
+        self.last_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def command(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.last_id += 1
+        self.socket.send(json.dumps({"id": self.last_id, "method": method, "params": params or {}}))
+        while True:
+            message = json.loads(self.socket.recv())
+            if message.get("id") == self.last_id:
+                if "error" in message:
+                    raise AssertionError(f"{method}: {message['error']}")
+                return message.get("result", {})  # type: ignore[no-any-return]
+            if "method" in message:
+                self.events.append(message)
+
+    def wait_event(
+        self, method: str, accept: Callable[[dict[str, Any]], bool], timeout: float = WAIT_S
+    ) -> dict[str, Any]:
+        """The params of the first `method` event (seen or to come) that `accept`s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.events:
+                if event["method"] == method and accept(event["params"]):
+                    return event["params"]  # type: ignore[no-any-return]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {method} event within {timeout} s: {self.events}")
+            self.socket.settimeout(left)
+            message = json.loads(self.socket.recv())
+            if "method" in message:
+                self.events.append(message)
 
 
 def chromium_available() -> bool:
@@ -268,6 +319,27 @@ class Person:
                 "return [...document.querySelectorAll('#messages .msg .text')]"
                 ".map(e => (e.offsetParent === null ? '' : e.innerText))"
             )
+        )
+
+    def devtools(self) -> DevTools:
+        """A DevTools connection of our own to the page this window shows."""
+        address = self.driver.capabilities["goog:chromeOptions"]["debuggerAddress"]
+        with urllib.request.urlopen(f"http://{address}/json/list", timeout=WAIT_S) as reply:
+            targets = json.loads(reply.read())
+        [page] = [t for t in targets if t["type"] == "page" and t["url"].startswith(self.base_url)]
+        return DevTools(page["webSocketDebuggerUrl"])
+
+    def set_permission(self, name: str, setting: str) -> None:
+        """Answer a permission for the app's origin as a person would in the browser's
+        prompt or site settings: granted, denied or prompt."""
+        if setting == "granted":
+            self.driver.execute_cdp_cmd(
+                "Browser.grantPermissions", {"origin": self.base_url, "permissions": [name]}
+            )
+            return
+        self.driver.execute_cdp_cmd(
+            "Browser.setPermission",
+            {"origin": self.base_url, "permission": {"name": name}, "setting": setting},
         )
 
     def set_offline(self, offline: bool) -> None:

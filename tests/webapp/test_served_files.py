@@ -29,6 +29,27 @@ async def test_the_client_page_and_its_modules_are_served(
     assert module.headers["Content-Type"].startswith(("application/javascript", "text/javascript"))
 
 
+async def test_the_service_worker_is_served_at_the_root_for_the_whole_app(
+    http: aiohttp.ClientSession, gateway_url: str
+) -> None:
+    """A service worker's scope can be no wider than its script's folder unless the
+    response allows it: /sw.js covers "/", and says so; browsers run it only when it is
+    served as JavaScript."""
+    api = Api(http, gateway_url)
+    worker = await api.call("GET", "/sw.js")
+    assert worker.status == 200
+    assert worker.headers["Content-Type"].startswith("text/javascript")
+    assert worker.headers["Service-Worker-Allowed"] == "/"
+    assert worker.headers["Cache-Control"] == "no-cache"
+    assert worker.headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src 'self'" in worker.headers["Content-Security-Policy"]
+    for handler in ('addEventListener("push"', 'addEventListener("notificationclick"'):
+        assert handler in worker.body, handler
+    module = await api.call("GET", "/app/js/notifications.js")
+    assert module.status == 200
+    assert '"/sw.js"' in module.body
+
+
 async def test_a_missing_file_is_a_404_in_the_error_shape(
     http: aiohttp.ClientSession, gateway_url: str
 ) -> None:

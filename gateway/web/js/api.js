@@ -188,6 +188,12 @@ export class Api extends EventTarget {
       `/v1/messages/${encodeURIComponent(id)}/reactions/${encodeURIComponent(emoji)}`,
     );
   }
+
+  // issue 18: where the notifier reaches this user while they are offline
+  vapidKey() { return this.request("GET", "/v1/push-targets/vapid-key"); }
+  pushTargets() { return this.request("GET", "/v1/push-targets"); }
+  addPushTarget(target) { return this.request("POST", "/v1/push-targets", { body: { target } }); }
+  removePushTarget(id) { return this.request("DELETE", `/v1/push-targets/${encodeURIComponent(id)}`); }
 }
 
 /** Which optional features this server has, read from its OpenAPI document. */
@@ -202,5 +208,7 @@ export function featuresOf(openapi) {
     replies: Boolean(send.properties && send.properties.reply_to),
     attachments: Boolean(paths["/v1/attachments"] && paths["/v1/attachments"].post
       && send.properties && send.properties.attachment_ids),
+    push: Boolean(paths["/v1/push-targets"] && paths["/v1/push-targets"].post
+      && paths["/v1/push-targets/vapid-key"]),
   };
 }

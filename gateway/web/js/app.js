@@ -9,6 +9,7 @@ import { clear, dayKey, formatDay, formatShort, formatTime, h, hue, initials } f
 import { closeDialog, describe, toast } from "./dialogs.js";
 import * as details from "./details.js";
 import { Previews, Uploads, attachmentSummary, renderAttachments, renderTray } from "./attachments.js";
+import { DevicePush, dropDevice, onNotificationClick } from "./notifications.js";
 
 const TOKEN_KEY = "messenger.token";
 const REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
@@ -21,6 +22,7 @@ let showArchived = false;
 let replyTo = null;
 let uploads = null; // the composer's chosen files (js/attachments.js)
 let previews = null; // blob: URLs of the thumbnails shown
+let push = null; // this device's notifications (js/notifications.js)
 
 // -- start ------------------------------------------------------------------------------
 
@@ -46,6 +48,8 @@ async function enter(me) {
   uploads = new Uploads(api);
   uploads.addEventListener("change", () => renderTray($("upload-tray"), uploads));
   previews = new Previews(api);
+  push = new DevicePush(api, me.id, features.push);
+  push.check();
   $("attach-button").hidden = !features.attachments;
   store.addEventListener("change", (e) => onChange(e.detail));
   socket.addEventListener("revoked", () => signedOut("You were logged out."));
@@ -57,6 +61,7 @@ async function enter(me) {
   await store.start(me, features);
   socket.start();
   renderList();
+  noteTitles();
   const wanted = location.hash.slice(1);
   if (wanted && store.conversations.has(decodeURIComponent(wanted))) openChat(decodeURIComponent(wanted));
 }
@@ -68,6 +73,10 @@ function signedOut(message) {
   if (previews) previews.revokeAll();
   uploads = null;
   previews = null;
+  // A session that ended elsewhere cannot remove this device's target: unsubscribing
+  // makes the push service refuse it, and the notifier then removes it.
+  if (push && push.saved()) dropDevice();
+  push = null;
   store = null;
   api.token = null;
   localStorage.removeItem(TOKEN_KEY);
@@ -146,6 +155,7 @@ function onChange({ what, key }) {
     case "conversations":
     case "names":
     case "blocks":
+      noteTitles();
       renderList();
       if (store.openKey) renderHeader();
       if (what === "names" && store.openKey) renderMessages({ keepScroll: true });
@@ -190,6 +200,14 @@ function onChange({ what, key }) {
       break;
     default:
       break;
+  }
+}
+
+/** What the service worker names a notification after (only while notifications are on). */
+function noteTitles() {
+  if (push && store) {
+    const shown = store;
+    push.noteTitles(() => Object.fromEntries([...shown.conversations.keys()].map((k) => [k, shown.titleOf(k)])));
   }
 }
 
@@ -568,8 +586,10 @@ function wireChat() {
 
 function wireSidebar() {
   $("me-button").addEventListener("click", () => details.account(store, {
+    push,
     onRenamed: (me) => renderMe(me),
     onLogout: async (everywhere) => {
+      if (push) await push.logout(); // while the session can still remove this device's target
       try {
         if (everywhere) await api.logoutEverywhere();
         else await api.logout();
@@ -607,4 +627,7 @@ function wireSidebar() {
 wireAuth();
 wireChat();
 wireSidebar();
+onNotificationClick((key) => {
+  if (store && store.conversations.has(key)) openChat(key);
+});
 boot();

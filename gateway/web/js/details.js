@@ -1,14 +1,15 @@
-// Dialogs of the app: account settings, a new chat, a new group, a conversation's
+// Dialogs of the app: account settings (with this device's notifications), a new chat, a new group, a conversation's
 // details (members and roles, block, mute and archive), and the message actions.
 
 import { h } from "./dom.js";
 import { closeDialog, describe, dialogBody, errorLine, field, openDialog, toast } from "./dialogs.js";
+import { pushControl } from "./notifications.js";
 
 let current = null; // what the open dialog shows, for live refresh: {kind, key}
 
 // -- account ------------------------------------------------------------------------------
 
-export async function account(store, { onRenamed, onLogout }) {
+export async function account(store, { push, onRenamed, onLogout }) {
   current = { kind: "account" };
   const me = await store.api.me();
   const nameError = errorLine();
@@ -72,6 +73,7 @@ export async function account(store, { onRenamed, onLogout }) {
     nameForm,
     h("h3", {}, "Password"), passwordForm,
     h("h3", {}, "Blocked users"), blocks,
+    h("h3", {}, "Notifications"), pushControl(push),
     h("h3", {}, "Sessions"),
     h("div", { class: "row" },
       h("button", { type: "button", id: "logout", onclick: () => onLogout(false) }, "Log out"),

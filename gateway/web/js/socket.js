@@ -2,7 +2,8 @@
 // /v1/ws; every (re)connection sends `resume` with the last seq seen per receiver, so
 // the server replays what was missed, then live pushes follow with no gap. Lost
 // connections are retried with exponential backoff and jitter, at once when the
-// browser comes back online. Events: "state" (detail: connecting|resuming|live|offline),
+// browser comes back online. Leaving the page closes the socket (a page restored from
+// the back/forward cache reconnects). Events: "state" (detail: connecting|resuming|live|offline),
 // "frame" (detail: a server frame), "revoked" (the session ended: close code 4001).
 
 const MIN_BACKOFF_MS = 500;
@@ -21,12 +22,20 @@ export class RealtimeSocket extends EventTarget {
     this.refs = 0;
     this.onOnline = () => this.reconnectNow();
     this.onOffline = () => this.drop();
+    // Leaving the page: a page kept in the back/forward cache would otherwise keep its
+    // socket, and the user would stay online (and unnotified) after leaving the app.
+    this.onPageHide = () => this.drop();
+    this.onPageShow = (e) => {
+      if (e.persisted) this.reconnectNow();
+    };
   }
 
   start() {
     this.stopped = false;
     window.addEventListener("online", this.onOnline);
     window.addEventListener("offline", this.onOffline);
+    window.addEventListener("pagehide", this.onPageHide);
+    window.addEventListener("pageshow", this.onPageShow);
     this.connect();
   }
 
@@ -34,6 +43,8 @@ export class RealtimeSocket extends EventTarget {
     this.stopped = true;
     window.removeEventListener("online", this.onOnline);
     window.removeEventListener("offline", this.onOffline);
+    window.removeEventListener("pagehide", this.onPageHide);
+    window.removeEventListener("pageshow", this.onPageShow);
     clearTimeout(this.timer);
     if (this.ws) this.ws.close(1000, "bye");
     this.ws = null;
@@ -53,7 +64,8 @@ export class RealtimeSocket extends EventTarget {
     return true;
   }
 
-  /** The connection is gone (the browser went offline): close it and wait for "online". */
+  /** The connection is gone (the browser went offline, or the page is left): close it and
+   * wait for "online" (or "pageshow"). */
   drop() {
     clearTimeout(this.timer);
     if (this.ws) {
