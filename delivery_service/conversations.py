@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +53,15 @@ def _last_message(message: MessageAcceptedPayload) -> str:
 
 async def record_messages(
     messages: Sequence[MessageAcceptedPayload],
+    group_recipients: Mapping[str, Sequence[str]],
     *,
     inbox: InboxRepository,
     repository: DeliveryRepository,
 ) -> None:
+    """Each message's conversation moves up for its sender and receivers; receivers
+    count it unread. `group_recipients`: per group message id, the members minus the
+    sender minus those who block the sender (delivery_service.handlers.push_messages):
+    a member who blocks the sender sees neither the message nor a count for it."""
     members = await repository.current_members(
         [m.receiver_id for m in messages if m.receiver_kind == "group"]
     )
@@ -64,18 +69,12 @@ async def record_messages(
     for m in messages:
         at, body = to_millis(m.created_at), _last_message(m)
         if m.receiver_kind == "group":
-            for user_id in members.get(m.receiver_id, []):
+            for user_id in group_recipients.get(m.message_id, []):
                 touches.append(
-                    Touch(
-                        user_id,
-                        "group",
-                        m.receiver_id,
-                        at,
-                        body,
-                        m.message_id,
-                        None if user_id == m.sender_id else m.seq,
-                    )
+                    Touch(user_id, "group", m.receiver_id, at, body, m.message_id, m.seq)
                 )
+            if m.sender_id in members.get(m.receiver_id, []):  # not one who left since
+                touches.append(Touch(m.sender_id, "group", m.receiver_id, at, body, m.message_id))
             continue
         touches.append(
             Touch(

@@ -97,15 +97,16 @@ async def handle_batch(
     group_changes = [d.message for d in deliveries if isinstance(d.message, GROUP_EVENTS)]
     settings = [d.message for d in deliveries if isinstance(d.message, UpdateConversationSettings)]
     # Pushes first (latency), then the inbox read model.
+    recipients: dict[str, list[str]] = {}
     if accepted:
-        await push_messages(accepted, repository=repository, redis=redis, keys=keys)
+        recipients = await push_messages(accepted, repository=repository, redis=redis, keys=keys)
     if events:
         await push_events(events, repository=repository, redis=redis, keys=keys)
     if group_changes:
         # Joins before the batch's messages, so a new member's inbox counts them.
         await record_membership(group_changes, inbox=inbox)
     if accepted:
-        await record_messages(accepted, inbox=inbox, repository=repository)
+        await record_messages(accepted, recipients, inbox=inbox, repository=repository)
     if events:
         await record_changes(events, inbox=inbox, repository=repository)
     if commands:
@@ -125,7 +126,10 @@ async def push_messages(
     repository: DeliveryRepository,
     redis: Redis,
     keys: RedisKeys,
-) -> None:
+) -> dict[str, list[str]]:
+    """Push each message to its recipients and the sender's devices; returns, per
+    group message id, its recipients (members minus the sender minus those who
+    block the sender), which the inbox counts unread for."""
     await repository.remember_messages(messages)
     group_recipients = await repository.group_recipients(
         [m for m in messages if m.receiver_kind == "group"]
@@ -150,6 +154,7 @@ async def push_messages(
         pushes.append(([*recipients, message.sender_id], frame))
     MESSAGE_FRAMES.inc(len(pushes))
     PUSH_PAYLOADS.inc(await publish_frames(redis, keys, pushes))
+    return group_recipients
 
 
 async def advance_watermarks(

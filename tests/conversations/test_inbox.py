@@ -7,6 +7,7 @@ from __future__ import annotations
 import aiohttp
 
 from tests.conversations.conftest import (
+    block,
     conversations,
     entry,
     eventually,
@@ -114,6 +115,49 @@ async def test_group_appears_at_join_and_counts_others_messages(api: Api) -> Non
     await eventually(
         lambda: conversations(api, bob), lambda items: entry(items, "group", group_id) is None
     )
+
+
+async def test_a_group_member_blocked_by_the_reader_is_not_counted_unread(api: Api) -> None:
+    """Cat blocks Bob: Bob's group messages are neither pushed to Cat nor counted in
+    Cat's unread count or shown as the group's last message; Ada's still are."""
+    ada, bob, cat = [await api.new_user(p) for p in ("ada", "bob", "cat")]
+    group_id = await make_group(api, ada, bob, cat)
+    await block(api, cat, bob)
+    first = await send(api, ada, to_group_id=group_id, content="from ada")
+    await send(api, bob, to_group_id=group_id, content="from bob")
+    marker = await send(api, ada, to_group_id=group_id, content="ada again")
+    # Ada sees Bob's message counted (2 of the 3 are others'), as before.
+    adas = await eventually(
+        lambda: conversations(api, ada),
+        lambda items: (
+            ((entry(items, "group", group_id) or {}).get("last_message") or {}).get("id")
+            == marker["id"]
+        ),
+    )
+    assert entry(adas, "group", group_id)["unread_count"] == 1  # type: ignore[index]
+    # Cat: Ada's two only; the last message is Ada's, never Bob's.
+    cats = await eventually(
+        lambda: conversations(api, cat),
+        lambda items: (
+            ((entry(items, "group", group_id) or {}).get("last_message") or {}).get("id")
+            == marker["id"]
+        ),
+    )
+    assert entry(cats, "group", group_id)["unread_count"] == 2  # type: ignore[index]
+    bobs_next = await send(api, bob, to_group_id=group_id, content="bob again")
+    # Bob's later message moves nothing for Cat; Ada counts it (Ada's own are not).
+    await eventually(
+        lambda: conversations(api, ada),
+        lambda items: (
+            ((entry(items, "group", group_id) or {}).get("last_message") or {}).get("id")
+            == bobs_next["id"]
+        ),
+    )
+    cat_group = entry(await conversations(api, cat), "group", group_id)
+    assert cat_group is not None
+    assert cat_group["last_message"]["id"] == marker["id"]
+    assert cat_group["unread_count"] == 2
+    assert first["id"] != marker["id"]
 
 
 async def test_most_recent_first_with_stable_pages(api: Api) -> None:
