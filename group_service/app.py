@@ -130,7 +130,7 @@ def _consumer(app: web.Application, settings: GroupServiceSettings) -> ConsumerL
         producer=app[PRODUCER],
         bootstrap=settings.kafka_bootstrap_servers,
         namespace=settings.namespace,
-        max_batch=200,
+        max_batch=settings.batch_max_records,
     )
 
     async def assigned() -> bool:

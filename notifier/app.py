@@ -107,8 +107,8 @@ def create_app(settings: NotifierSettings) -> web.Application:
             producer=app[PRODUCER],
             bootstrap=settings.kafka_bootstrap_servers,
             namespace=settings.namespace,
-            max_batch=settings.max_batch,
-            linger_ms=settings.linger_ms,
+            max_batch=settings.batch_max_records,
+            linger_ms=settings.batch_linger_ms,
         )
 
     app.cleanup_ctx.append(consumer_context(build))

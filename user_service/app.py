@@ -129,7 +129,7 @@ def _consumer(settings: UserServiceSettings) -> Callable[[web.Application], Cons
             producer=app[PRODUCER],
             bootstrap=settings.kafka_bootstrap_servers,
             namespace=settings.namespace,
-            max_batch=settings.max_batch,
+            max_batch=settings.batch_max_records,
         )
 
     return build
