@@ -1,10 +1,10 @@
-"""Builds delivery_service from settings (no I/O until the app starts).
+"""Declares delivery_service (libs/service.py): no I/O until the app starts.
 
 One consumer loop (group `delivery_service`) reads messages.events.v1,
 receipts.commands.v1, receipts.events.v1, groups.events.v1 and
-conversations.commands.v1; see handlers.py. At start the
-watermarks collection is bootstrapped and the Redis watermark cache rebuilt from
-MongoDB when its sentinel is missing.
+conversations.commands.v1; see handlers.py. At start the watermarks and inbox
+settings collections are bootstrapped, the Redis watermark cache is rebuilt from
+MongoDB when its sentinel is missing, and so are the inbox settings.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from delivery_service.inbox import SETTINGS as INBOX_SETTINGS
 from delivery_service.inbox import InboxRepository
 from delivery_service.repository import WATERMARKS, DeliveryRepository
 from delivery_service.settings import DeliveryServiceSettings
-from libs.bus.consumer import ConsumerLoop
+from libs.bus.consumer import BatchHandler
 from libs.contracts.conversations import CONVERSATION_COMMANDS, MESSAGE_EVENTS
 from libs.contracts.envelope import Codec
 from libs.contracts.groups import GROUP_EVENTS
@@ -32,18 +32,9 @@ from libs.contracts.topics import (
     RECEIPTS_COMMANDS,
     RECEIPTS_EVENTS,
 )
-from libs.lifecycle import (
-    MONGO,
-    PRODUCER,
-    REDIS,
-    consumer_context,
-    create_base_app,
-    mongo_context,
-    producer_context,
-    redis_context,
-)
+from libs.lifecycle import MONGO, PRODUCER, REDIS
 from libs.logging import get_logger
-from libs.storage.mongo import bootstrap_collections
+from libs.service import Consumer, Service
 
 log = get_logger(__name__)
 
@@ -51,38 +42,46 @@ REPOSITORY = web.AppKey("repository", DeliveryRepository)
 INBOX = web.AppKey("inbox", InboxRepository)
 
 
-def create_app(settings: DeliveryServiceSettings) -> web.Application:
-    app = create_base_app("delivery_service")
+async def _storage(app: web.Application, settings: DeliveryServiceSettings) -> AsyncIterator[None]:
+    """The repositories, their Redis projections complete before the first batch."""
     keys = RedisKeys(settings.namespace)
-    app.cleanup_ctx.append(redis_context(REDIS, settings.redis_url))
-    app.cleanup_ctx.append(mongo_context(MONGO, settings))
-    app.cleanup_ctx.append(producer_context(PRODUCER, settings))
+    repository = DeliveryRepository(app[REDIS], keys, app[MONGO])
+    if not await repository.projection_ready():
+        count = await repository.rebuild_projection()
+        log.info("receipts projection rebuilt", watermarks=count)
+    app[REPOSITORY] = repository
+    inbox = InboxRepository(app[REDIS], keys, app[MONGO])
+    if not await inbox.projection_ready():
+        log.info("inbox settings reloaded", settings=await inbox.reload_settings())
+    app[INBOX] = inbox
+    yield
 
-    async def storage(app: web.Application) -> AsyncIterator[None]:
-        await bootstrap_collections(app[MONGO], [WATERMARKS, INBOX_SETTINGS])
-        repository = DeliveryRepository(app[REDIS], keys, app[MONGO])
-        if not await repository.projection_ready():
-            count = await repository.rebuild_projection()
-            log.info("receipts projection rebuilt", watermarks=count)
-        app[REPOSITORY] = repository
-        inbox = InboxRepository(app[REDIS], keys, app[MONGO])
-        if not await inbox.projection_ready():
-            log.info("inbox settings reloaded", settings=await inbox.reload_settings())
-        app[INBOX] = inbox
-        yield
 
-    app.cleanup_ctx.append(storage)
+def _handler(app: web.Application, settings: DeliveryServiceSettings) -> BatchHandler:
+    return partial(
+        handle_batch,
+        repository=app[REPOSITORY],
+        inbox=app[INBOX],
+        redis=app[REDIS],
+        keys=RedisKeys(settings.namespace),
+    )
 
-    def build(app: web.Application) -> ConsumerLoop:
-        return ConsumerLoop(
-            group=settings.consumer_group("delivery_service"),
-            topics=[
+
+SERVICE = Service(
+    name="delivery_service",
+    settings=DeliveryServiceSettings,
+    resources=(REDIS, MONGO, PRODUCER),
+    collections=(WATERMARKS, INBOX_SETTINGS),
+    contexts=(_storage,),
+    consumers=(
+        Consumer(
+            topics=(
                 MESSAGES_EVENTS,
                 RECEIPTS_COMMANDS,
                 RECEIPTS_EVENTS,
                 GROUPS_EVENTS,
                 CONVERSATIONS_COMMANDS,
-            ],
+            ),
             codec=Codec(
                 *MESSAGE_EVENTS,
                 *RECEIPT_COMMANDS,
@@ -90,19 +89,7 @@ def create_app(settings: DeliveryServiceSettings) -> web.Application:
                 *GROUP_EVENTS,
                 *CONVERSATION_COMMANDS,
             ),
-            handler=partial(
-                handle_batch,
-                repository=app[REPOSITORY],
-                inbox=app[INBOX],
-                redis=app[REDIS],
-                keys=keys,
-            ),
-            producer=app[PRODUCER],
-            bootstrap=settings.kafka_bootstrap_servers,
-            namespace=settings.namespace,
-            max_batch=settings.max_batch,
-            linger_ms=settings.linger_ms,
-        )
-
-    app.cleanup_ctx.append(consumer_context(build))
-    return app
+            handler=_handler,
+        ),
+    ),
+)

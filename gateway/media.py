@@ -1,6 +1,7 @@
 """The gateway's side of attachments: the store's lifetime, who may read, binding to sends.
 
-`setup` opens the blob store and the catalog with the app, and runs the
+`setup` opens the blob store and the catalog with the app (its collections are
+made with the app's MongoDB: gateway/app.py), and runs the
 collector of unreferenced uploads every GATEWAY_ATTACHMENT_COLLECT_INTERVAL_S on
 the one instance that holds a Redis lock. `readable` is the one authorization
 rule: the uploader, or a participant (now) of a conversation in which a message
@@ -26,9 +27,8 @@ from libs.ids import new_id
 from libs.lifecycle import add_readiness_check
 from libs.logging import get_logger
 from libs.media.attachments import Attachments, Limits
-from libs.media.catalog import COLLECTIONS, AttachmentCatalog, AttachmentRecord
+from libs.media.catalog import AttachmentCatalog, AttachmentRecord
 from libs.media.store import open_blob_store
-from libs.storage.mongo import bootstrap_collections
 
 log = get_logger(__name__)
 
@@ -39,7 +39,6 @@ def setup(app: web.Application, settings: GatewaySettings) -> None:
 
 def _attachments_context(settings: GatewaySettings):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        await bootstrap_collections(app[MONGO], COLLECTIONS)
         store = open_blob_store(settings, app[MONGO])
         await store.start()
         app[ATTACHMENTS] = Attachments(

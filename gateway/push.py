@@ -302,7 +302,7 @@ async def close_sockets_on_shutdown(app: web.Application) -> None:
         await app[HUB].close_all()
 
 
-def setup_realtime(app: web.Application) -> None:
-    app[REALTIME_SETTINGS] = RealtimeSettings()
+def setup_realtime(app: web.Application, settings: RealtimeSettings) -> None:
+    app[REALTIME_SETTINGS] = settings
     app.cleanup_ctx.append(realtime_context)
     app.on_shutdown.append(close_sockets_on_shutdown)

@@ -7,7 +7,7 @@ tolerance, and then moves TAT one emission interval on. A refusal raises
 RateLimited with details {"retry_after_s"}, which gateway.errors turns into 429
 with a Retry-After header.
 
-Limits (env GATEWAY_RATE_*):
+Limits (env GATEWAY_RATE_*, gateway/settings.py):
 
 - registration, per client address and per (lower-cased) username;
 - login attempts per client address (a flood guard), and login *failures* per
@@ -32,18 +32,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Annotated
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from aiohttp import web
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode
 from redis.asyncio import Redis
 
 from gateway.keys import KEYS, REDIS
+from gateway.settings import RateLimitSettings
 from libs.contracts.keys import RedisKeys
 from libs.errors import RateLimited
-from libs.settings import load_settings, service_config
 
 # Returns 0 when allowed (and records it, unless ARGV[3] is "peek"), else the
 # milliseconds until it would be.
@@ -82,49 +79,6 @@ class Limit:
     @property
     def bucket(self) -> str:
         return f"{self.scope}:{self.per_minute:g}x{self.burst}"
-
-
-class RateLimitSettings(BaseSettings):
-    """Env GATEWAY_RATE_*.
-
-    Per-username limits stop password guessing against one account. Per-address
-    limits only stop floods: many users share one address (NAT, the test suite,
-    a load generator), and one argon2id hash per request already caps a core at
-    ~40 a second. Load tests that register or log in thousands of users from one
-    address raise GATEWAY_RATE_*_PER_IP_*.
-    """
-
-    model_config = service_config("GATEWAY_RATE_")
-
-    login_per_ip_per_minute: float = Field(3000, gt=0)
-    login_per_ip_burst: int = Field(1000, ge=1)
-    login_failures_per_ip_per_minute: float = Field(30, gt=0)
-    login_failures_per_ip_burst: int = Field(60, ge=1)
-    login_failures_per_account_ip_per_minute: float = Field(10, gt=0)
-    login_failures_per_account_ip_burst: int = Field(20, ge=1)
-    register_per_ip_per_minute: float = Field(1200, gt=0)
-    register_per_ip_burst: int = Field(1000, ge=1)
-    register_per_username_per_minute: float = Field(5, gt=0)
-    register_per_username_burst: int = Field(10, ge=1)
-    #: Per authenticated user. A person types far slower; bots and load tests raise them.
-    send_per_user_per_minute: float = Field(600, gt=0)
-    send_per_user_burst: int = Field(100, ge=1)
-    group_changes_per_user_per_minute: float = Field(60, gt=0)
-    group_changes_per_user_burst: int = Field(60, ge=1)
-    read_marks_per_user_per_minute: float = Field(1200, gt=0)
-    read_marks_per_user_burst: int = Field(200, ge=1)
-    uploads_per_user_per_minute: float = Field(60, gt=0)
-    uploads_per_user_burst: int = Field(30, ge=1)
-    #: Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed,
-    #: e.g. the load balancer in front of the gateways. Empty: the peer address counts.
-    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip())
-        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +153,9 @@ class RateLimiter:
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
 
 
-def setup(app: web.Application) -> None:
-    """Read the limits now (settings), make the limiter once Redis is open."""
-    app[RATE_LIMITS] = RateLimits.from_settings(load_settings(RateLimitSettings))
+def setup(app: web.Application, settings: RateLimitSettings) -> None:
+    """Take the limits now (settings), make the limiter once Redis is open."""
+    app[RATE_LIMITS] = RateLimits.from_settings(settings)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         app[LIMITER] = RateLimiter(app[REDIS], app[KEYS])

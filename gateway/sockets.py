@@ -31,11 +31,10 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, web
 from prometheus_client import Counter, Gauge
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
 from gateway.auth import Principal
+from gateway.settings import RealtimeSettings
 from libs.contracts.keys import RedisKeys
 from libs.ids import new_id
 from libs.logging import get_logger
@@ -57,39 +56,6 @@ SENDS_IN_FLIGHT = 64
 OPEN_SOCKETS = Gauge("messenger_ws_open_sockets", "WebSockets open on this gateway")
 FRAMES_PUSHED = Counter("messenger_ws_frames_pushed_total", "Frames queued to sockets")
 SLOW_CLOSED = Counter("messenger_ws_slow_consumers_total", "Sockets closed as too slow")
-
-
-class RealtimeSettings(BaseSettings):
-    """WebSocket settings of the gateway (env prefix GATEWAY_WS_)."""
-
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_WS_", extra="ignore", frozen=True)
-
-    #: Comma-separated origins a browser may open a socket from (requests without an
-    #: Origin header, i.e. non-browser clients, are allowed).
-    allowed_origins: str = "http://localhost:3000,http://127.0.0.1:3000"
-    heartbeat_s: float = Field(20.0, gt=0)
-    max_frame_bytes: int = Field(64 * 1024, ge=1024)
-    send_queue_frames: int = Field(1024, ge=1)
-    #: Devices and browser tabs of one user, across every gateway instance.
-    max_connections_per_user: int = Field(32, ge=1)
-    #: Kernel send buffer of each socket (0: the OS autotunes it, up to megabytes
-    #: on loopback). Bounded, it caps memory per connection and lets a client that
-    #: stopped reading fill its send queue, and be closed, after little data.
-    socket_send_buffer_bytes: int = Field(128 * 1024, ge=0)
-    ticket_ttl_s: int = Field(30, ge=1, le=600)
-    #: How often open sockets are checked against their session's absolute expiry
-    #: (locally). Revocations close sockets when announced (session_revocations).
-    session_check_s: float = Field(0.5, gt=0)
-    #: How often the sessions of open sockets are re-read from Redis: the backstop
-    #: for an announcement missed (it is also done after every resubscription).
-    session_poll_s: float = Field(15.0, gt=0)
-    registry_refresh_s: float = Field(10.0, gt=0)
-
-    @property
-    def origins(self) -> frozenset[str]:
-        return frozenset(
-            o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()
-        )
 
 
 #: Frames that carry an entry of a seq log (deduped per socket, held during a resume).

@@ -1,4 +1,4 @@
-"""Builds group_service from settings (no I/O until the app starts).
+"""Declares group_service (libs/service.py): no I/O until the app starts.
 
 Consumes groups.commands.v1 (its commands, keyed by group_id or blocker_id) and
 users.events.v1 (UserDeleted), emits groups.events.v1. Before any batch is
@@ -12,15 +12,14 @@ so a rebuild never overwrites a newer write (see GroupRepository._project).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
 from group_service.handlers import GroupHandlers, ignore_event
-from group_service.repository import GroupRepository
+from group_service.repository import COLLECTIONS, GroupRepository
 from group_service.settings import GroupServiceSettings
-from libs.bus.consumer import BatchHandler, ConsumerLoop, Delivery
+from libs.bus.consumer import BatchHandler, Delivery
 from libs.bus.dispatch import dispatch_each
 from libs.bus.outbox import Outbox
 from libs.contracts.envelope import Codec
@@ -28,35 +27,11 @@ from libs.contracts.groups import GROUP_COMMANDS
 from libs.contracts.keys import RedisKeys
 from libs.contracts.topics import GROUPS_COMMANDS, USERS_EVENTS
 from libs.contracts.users import USER_EVENTS, UserDeleted
-from libs.lifecycle import (
-    MONGO,
-    PRODUCER,
-    REDIS,
-    add_readiness_check,
-    consumer_context,
-    create_base_app,
-    mongo_context,
-    producer_context,
-    redis_context,
-)
-from libs.logging import get_logger
-
-log = get_logger(__name__)
+from libs.lifecycle import MONGO, PRODUCER, REDIS, repeating
+from libs.service import Consumer, Service
 
 REPOSITORY = web.AppKey("repository", GroupRepository)
 PROJECTION_LOCK = web.AppKey("projection_lock", asyncio.Lock)
-
-
-def create_app(settings: GroupServiceSettings) -> web.Application:
-    app = create_base_app("group_service")
-    app[PROJECTION_LOCK] = asyncio.Lock()
-    app.cleanup_ctx.append(redis_context(REDIS, settings.redis_url))
-    app.cleanup_ctx.append(mongo_context(MONGO, settings))
-    app.cleanup_ctx.append(producer_context(PRODUCER, settings))
-    app.cleanup_ctx.append(_storage(settings))
-    app.cleanup_ctx.append(_projection_watch(settings))
-    app.cleanup_ctx.append(consumer_context(lambda a: _consumer(a, settings)))
-    return app
 
 
 async def ensure_projection(app: web.Application) -> None:
@@ -66,47 +41,33 @@ async def ensure_projection(app: web.Application) -> None:
         await repo.rebuild_projection()
 
 
-def _storage(settings: GroupServiceSettings):  # type: ignore[no-untyped-def]
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        repo = GroupRepository(app[MONGO], app[REDIS], RedisKeys(settings.namespace))
-        await repo.bootstrap()
-        app[REPOSITORY] = repo
-        async with app[PROJECTION_LOCK]:
-            await ensure_projection(app)
+async def _storage(app: web.Application, settings: GroupServiceSettings) -> AsyncIterator[None]:
+    """The repository with a complete projection, and the job that repairs it when its
+    sentinel goes missing."""
+    app[REPOSITORY] = GroupRepository(app[MONGO], app[REDIS], RedisKeys(settings.namespace))
+    app[PROJECTION_LOCK] = asyncio.Lock()
+    async with app[PROJECTION_LOCK]:
+        await ensure_projection(app)
+
+    async def repair() -> None:
+        if not await app[REPOSITORY].projection_ready():
+            async with app[PROJECTION_LOCK]:
+                await ensure_projection(app)
+
+    async with repeating(
+        app, "group-projection-watch", settings.projection_check_interval_s, repair
+    ):
         yield
 
-    return ctx
 
-
-def _projection_watch(settings: GroupServiceSettings):  # type: ignore[no-untyped-def]
-    """A background task that repairs the projection when its sentinel goes missing."""
-
-    async def watch(app: web.Application) -> None:
-        while True:
-            await asyncio.sleep(settings.projection_check_interval_s)
-            try:
-                if not await app[REPOSITORY].projection_ready():
-                    async with app[PROJECTION_LOCK]:
-                        await ensure_projection(app)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("projection check failed", error=f"{type(exc).__name__}: {exc}")
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(watch(app), name="group_projection_watch")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    return ctx
-
-
-def _guarded(app: web.Application, inner: BatchHandler) -> BatchHandler:
-    """Handle a batch only on a complete projection (handlers read their state there)."""
+def _handler(app: web.Application, settings: GroupServiceSettings) -> BatchHandler:
+    """The commands' and user events' handlers, each batch run on a complete projection
+    (handlers read their state there)."""
+    table = GroupHandlers(app[REPOSITORY], max_group_size=settings.max_group_size).table()
+    for event_type in USER_EVENTS:
+        if event_type is not UserDeleted:
+            table[event_type] = ignore_event
+    inner = dispatch_each(table)
 
     async def handle(deliveries: Sequence[Delivery], outbox: Outbox) -> None:
         async with app[PROJECTION_LOCK]:
@@ -116,27 +77,18 @@ def _guarded(app: web.Application, inner: BatchHandler) -> BatchHandler:
     return handle
 
 
-def _consumer(app: web.Application, settings: GroupServiceSettings) -> ConsumerLoop:
-    handlers = GroupHandlers(app[REPOSITORY], max_group_size=settings.max_group_size)
-    table = handlers.table()
-    for event_type in USER_EVENTS:
-        if event_type is not UserDeleted:
-            table[event_type] = ignore_event
-    loop = ConsumerLoop(
-        group=settings.consumer_group("group_service"),
-        topics=[GROUPS_COMMANDS, USERS_EVENTS],
-        codec=Codec(*GROUP_COMMANDS, *USER_EVENTS),
-        handler=_guarded(app, dispatch_each(table)),
-        producer=app[PRODUCER],
-        bootstrap=settings.kafka_bootstrap_servers,
-        namespace=settings.namespace,
-        max_batch=200,
-    )
-
-    async def assigned() -> bool:
-        # Ready once this member holds partitions: earlier, requests would wait out
-        # the group's rebalance.
-        return loop.assigned_once.is_set()
-
-    add_readiness_check(app, "partitions_assigned", assigned)
-    return loop
+SERVICE = Service(
+    name="group_service",
+    settings=GroupServiceSettings,
+    resources=(REDIS, MONGO, PRODUCER),
+    collections=COLLECTIONS,
+    contexts=(_storage,),
+    consumers=(
+        Consumer(
+            topics=(GROUPS_COMMANDS, USERS_EVENTS),
+            codec=Codec(*GROUP_COMMANDS, *USER_EVENTS),
+            handler=_handler,
+            ready_when_assigned=True,
+        ),
+    ),
+)

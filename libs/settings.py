@@ -6,6 +6,13 @@ MESSENGER_NAMESPACE, LOG_LEVEL); what belongs to one service carries that
 service's prefix (GATEWAY_HTTP_PORT, PERSISTER_BATCH_MAX_RECORDS...).
 A subclass sets `model_config = service_config("GATEWAY_")`.
 
+What several services have in common lives here once: `ServiceSettings` (every
+service), `ConsumerBatches` (every service with consumer loops: batch size,
+linger, retry backoff; read by libs/service.py) and `ProjectionChecks` (every
+service that keeps a Redis projection). A service's class derives from them and
+overrides a default where its own differs (`http_port: Port = 8095`), so each
+field is declared, bounded and described in one place (docs/services.md).
+
 Local defaults match the stack that `make up` starts (deploy/local).
 """
 
@@ -13,12 +20,19 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_KAFKA = "127.0.0.1:19092"
 LOCAL_REDIS = "redis://127.0.0.1:16379/0"
 LOCAL_MONGO_SHARDS = ("mongodb://127.0.0.1:27117/", "mongodb://127.0.0.1:27118/")
+
+#: A TCP port (0: any free one).
+Port = Annotated[int, Field(ge=0, le=65535)]
+#: The most records a consumer batch holds.
+BatchRecords = Annotated[int, Field(ge=1, le=20_000)]
+#: How long a consumer batch waits for more records after its first, in ms.
+LingerMs = Annotated[float, Field(ge=0, le=10_000)]
 
 
 class ConfigurationError(Exception):
@@ -63,7 +77,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", validation_alias=_shared("LOG_LEVEL"))
 
     http_host: str = "127.0.0.1"
-    http_port: int = Field(0, ge=0, le=65535)
+    http_port: Port = 0
     #: Where /metrics is served: on a listener of its own when set (the gateway's
     #: API port is public, so its metrics are not on it), else on the HTTP port.
     metrics_host: str = "127.0.0.1"
@@ -116,6 +130,33 @@ class ServiceSettings(BaseSettings):
 
     def consumer_group(self, service: str) -> str:
         return f"{self.namespace}.{service}" if self.namespace else service
+
+
+class ConsumerBatches(BaseModel):
+    """How a service's consumer loops batch and retry (mixed into its settings class).
+
+    Prefixed like the service's own fields (PERSISTER_BATCH_MAX_RECORDS,
+    NOTIFIER_BATCH_LINGER_MS...). libs/service.py hands them to every ConsumerLoop.
+    """
+
+    #: A batch is up to this many records (one write per shard per batch, whatever
+    #: its size)...
+    batch_max_records: BatchRecords = 500
+    #: ...or what arrived within this many ms of its first record, whichever comes
+    #: first. 0 = take what one fetch returned: a request's latency is its batch's,
+    #: so lingering only pays where nobody waits for the answer.
+    batch_linger_ms: LingerMs = 0
+    #: Ceiling of the backoff between retries of a batch that failed (its offsets
+    #: stay uncommitted meanwhile: a shard that is down is waited out, not skipped).
+    max_retry_backoff_s: float = Field(5.0, gt=0, le=60)
+
+
+class ProjectionChecks(BaseModel):
+    """Mixed into the settings of a service that keeps a Redis projection of MongoDB."""
+
+    #: How often the projection's sentinel is checked (a missing one: the projection
+    #: is rebuilt from MongoDB).
+    projection_check_interval_s: float = Field(1.0, gt=0, le=60)
 
 
 S = TypeVar("S", bound=ServiceSettings)

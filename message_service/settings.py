@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from libs.settings import ServiceSettings, service_config
+from libs.settings import ConsumerBatches, Port, ServiceSettings, service_config
 
 
-class MessageServiceSettings(ServiceSettings):
+class MessageServiceSettings(ServiceSettings, ConsumerBatches):
+    """Batches of ConsumerBatches' defaults: 500 commands, no linger (a send's latency
+    is its batch's; under load batches fill up by themselves)."""
+
     model_config = service_config("MESSAGE_SERVICE_")
 
-    http_port: int = Field(8093, ge=0, le=65535)
-    #: Commands per consumer batch: one ledger insert per shard per batch, whatever
-    #: its size.
-    batch_max_records: int = Field(500, ge=1, le=10_000)
-    #: How long a batch waits for more commands after the first. 0 = take what is
-    #: fetched: a send's latency is the batch's, so lingering only pays under load,
-    #: when batches fill up by themselves.
-    batch_linger_ms: float = Field(0, ge=0, le=1000)
+    http_port: Port = 8093
     #: Newest messages kept per conversation in the Redis history cache.
     recent_per_conversation: int = Field(200, ge=10, le=10_000)
     #: Newest messages kept per receiver (inbox or group log) for sync.

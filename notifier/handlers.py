@@ -1,8 +1,9 @@
 """notifier's handlers: accepted messages in, at most one notification per burst out.
 
-`consider_messages` (per consumer batch): resolve each message's recipients,
-keep those with no connected socket and no mute on the conversation, and add
-the message to the (recipient, conversation) burst. It returns at once; the
+`handle_batch` (the consumer loop's batch handler) passes the batch's accepted
+messages to `consider_messages`: resolve each message's recipients, keep those
+with no connected socket and no mute on the conversation, and add the message to
+the (recipient, conversation) burst. It returns at once; the
 batch is committed then, so a notifier that crashes inside a window loses that
 window's notification (never a message: sync still has it).
 
@@ -21,7 +22,9 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from libs.contracts.messages import MessageAcceptedPayload
+from libs.bus.consumer import Delivery
+from libs.bus.outbox import Outbox
+from libs.contracts.messages import MessageAccepted, MessageAcceptedPayload
 from libs.logging import get_logger
 from notifier.coalescing import Burst, Coalescer
 from notifier.repository import NotifierRepository, conversation_of
@@ -69,6 +72,18 @@ def notification_payload(burst: Burst, policy: PayloadPolicy) -> dict[str, Any]:
         payload["preview"] = latest.content[: policy.preview_chars]
         payload["attachments"] = len(latest.attachments)
     return payload
+
+
+async def handle_batch(
+    deliveries: Sequence[Delivery],
+    outbox: Outbox,
+    *,
+    repository: NotifierRepository,
+    coalescer: Coalescer,
+    max_age: timedelta,
+) -> None:
+    messages = [d.message.payload for d in deliveries if isinstance(d.message, MessageAccepted)]
+    await consider_messages(messages, repository=repository, coalescer=coalescer, max_age=max_age)
 
 
 async def consider_messages(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from libs.settings import ServiceSettings, service_config
+from libs.settings import ConsumerBatches, LingerMs, Port, ServiceSettings, service_config
 
 
-class NotifierSettings(ServiceSettings):
+class NotifierSettings(ServiceSettings, ConsumerBatches):
     model_config = service_config("NOTIFIER_")
 
-    http_port: int = Field(8096, ge=0, le=65535)
-    max_batch: int = Field(500, ge=1, le=10_000)
-    linger_ms: float = Field(20, ge=0, le=1000)
+    http_port: Port = 8096
+    batch_linger_ms: LingerMs = 20
     #: Messages to one user in one conversation within this window make one notification.
     coalesce_window_s: float = Field(2.0, ge=0, le=300)
     #: Put the sender and the first characters of the content in the payload (off:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
-from libs.settings import ServiceSettings, service_config
+from libs.settings import ConsumerBatches, LingerMs, Port, ServiceSettings, service_config
 
 
-class PersisterSettings(ServiceSettings):
+class PersisterSettings(ServiceSettings, ConsumerBatches):
+    """Flushes at 500 messages (ConsumerBatches' default; one unordered insert per
+    shard per flush) or 25 ms after a batch's first, whichever comes first. See
+    docs/storage.md for the measurement behind the defaults."""
+
     model_config = service_config("PERSISTER_")
 
-    http_port: int = Field(8095, ge=0, le=65535)
-    #: Flush at this many messages (one unordered insert per shard per flush).
-    #: See docs/storage.md for the measurement behind the default.
-    batch_max_records: int = Field(500, ge=1, le=20_000)
-    #: ...or this long after the first message of a batch, whichever comes first.
-    batch_linger_ms: float = Field(25, ge=0, le=10_000)
-    #: Ceiling of the retry backoff while a shard is down (the batch is retried,
-    #: its offsets stay uncommitted).
-    max_retry_backoff_s: float = Field(5.0, gt=0, le=60)
+    http_port: Port = 8095
+    batch_linger_ms: LingerMs = 25

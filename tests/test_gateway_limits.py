@@ -1,4 +1,5 @@
-"""The gateway lifts its open-file limit at start, so it can hold more than ~1,000 sockets."""
+"""Every service (the gateway above all) lifts its open-file limit at start, so it can hold
+more than ~1,000 sockets."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def test_open_file_soft_limit_is_raised_to_the_hard_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     low = min(256, hard)
     code = (
-        "import resource; from gateway.__main__ import raise_open_file_limit;"
+        "import resource; from libs.lifecycle import raise_open_file_limit;"
         "print(raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
     )
     # Start from a low soft limit, as a default shell would give.

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from libs.settings import ServiceSettings, service_config
+from libs.settings import (
+    BatchRecords,
+    ConsumerBatches,
+    Port,
+    ProjectionChecks,
+    ServiceSettings,
+    service_config,
+)
 
 
-class UserServiceSettings(ServiceSettings):
+class UserServiceSettings(ServiceSettings, ConsumerBatches, ProjectionChecks):
     model_config = service_config("USER_SERVICE_")
 
-    http_port: int = Field(8091, ge=0, le=65535)
+    http_port: Port = 8091
+    batch_max_records: BatchRecords = 200
     #: A session unused for this long ends (its Redis key's TTL).
     session_idle_s: int = Field(7 * 24 * 3600, ge=1)
     #: A session ends this long after login, however much it is used.
@@ -19,6 +27,3 @@ class UserServiceSettings(ServiceSettings):
     argon2_time_cost: int = Field(2, ge=1)
     argon2_memory_kib: int = Field(19 * 1024, ge=8)
     argon2_parallelism: int = Field(1, ge=1)
-    #: How often the users projection's sentinel is checked (rebuilt when missing).
-    projection_check_interval_s: float = Field(1.0, gt=0)
-    max_batch: int = Field(200, ge=1)

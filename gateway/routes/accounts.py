@@ -109,7 +109,7 @@ class PublicProfile(BaseModel):
 
 
 def setup(app: web.Application, settings: GatewaySettings) -> None:
-    ratelimit.setup(app)
+    ratelimit.setup(app, settings.rate_limits)
 
 
 async def _ask(request: web.Request, key: str, command: Any) -> dict[str, Any]:

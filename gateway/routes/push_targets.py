@@ -25,8 +25,7 @@ from gateway.auth import Principal
 from gateway.keys import MONGO, SETTINGS
 from gateway.settings import GatewaySettings
 from libs.errors import Conflict, Invalid, NotFound
-from libs.push_targets import COLLECTIONS, PushTargets, VapidKeys, b64url_decode
-from libs.storage.mongo import bootstrap_collections
+from libs.push_targets import PushTargets, VapidKeys, b64url_decode
 
 routes = Routes(tag="push-targets")
 
@@ -36,7 +35,6 @@ VAPID = web.AppKey("vapid_keys", VapidKeys)
 
 def setup(app: web.Application, settings: GatewaySettings) -> None:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        await bootstrap_collections(app[MONGO], COLLECTIONS)
         app[TARGETS] = PushTargets(app[MONGO])
         app[VAPID] = VapidKeys(app[MONGO])
         yield

@@ -303,4 +303,4 @@ async def presence(request: web.Request, principal: Principal) -> PresenceView:
 
 
 def setup(app: web.Application, settings: GatewaySettings) -> None:
-    setup_realtime(app)
+    setup_realtime(app, settings.realtime)

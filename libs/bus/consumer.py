@@ -143,8 +143,15 @@ class ConsumerLoop:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+            except Exception:  # the loop had crashed, and said so: still leave the group
+                pass
         self.healthy = False
         await self._consumer.stop()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The loop's task once started (a supervisor watches it)."""
+        return self._task
 
     @property
     def running(self) -> bool:

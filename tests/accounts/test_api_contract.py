@@ -8,7 +8,7 @@ import re
 import jsonschema
 from openapi_spec_validator import validate
 
-from gateway.app import create_app
+from gateway.app import SERVICE
 from gateway.settings import GatewaySettings
 from tests.support.client import Api, Reply, unique_username
 
@@ -115,7 +115,7 @@ async def test_openapi_document_validates_and_matches_the_routes(api: Api) -> No
     validate(spec)  # raises on an invalid OpenAPI 3.1 document
     assert spec["openapi"].startswith("3.1")
 
-    app = create_app(GatewaySettings())  # builds routes only; no I/O until started
+    app = SERVICE.create_app(GatewaySettings())  # builds routes only; no I/O until started
     registered = {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
