@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import resource
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -332,6 +333,23 @@ def raise_open_file_limit() -> int:
     return soft
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket bound to (host, port); ConfigurationError if not."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def serve(service: Service[Any]) -> None:
     """Entry point of `python -m <service>`: run until SIGTERM/SIGINT, then shut down.
 
@@ -369,8 +387,18 @@ async def _serve(
     settings: ServiceSettings,
     app_factory: Callable[[Any], web.Application],
 ) -> int:
-    """Start, wait for a signal or a failed task, shut down; the process's exit code."""
-    app = app_factory(settings)
+    """Start, wait for a signal or a failed task, shut down; the process's exit code.
+
+    The API port is bound first, before anything connects: a port in use fails at
+    once, and the bound port is in the settings the app is built with (a static
+    Kafka member id is made of it, libs/service.py)."""
+    listener = _bind(settings.http_host, settings.http_port)
+    settings = settings.model_copy(update={"http_port": listener.getsockname()[1]})
+    try:
+        app = app_factory(settings)
+    except BaseException:
+        listener.close()
+        raise
     supervisor = app[SUPERVISOR]
     metrics_runner: web.AppRunner | None = None
     if settings.metrics_port is None:
@@ -393,6 +421,7 @@ async def _serve(
         loop.add_signal_handler(sig, supervisor.stop)
 
     async def abandon() -> None:
+        listener.close()
         supervisor.closing()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
@@ -418,7 +447,8 @@ async def _serve(
             ) from None
         return site
 
-    site = await listen(runner, settings.http_host, settings.http_port, "listen")
+    site = web.SockSite(runner, listener)
+    await site.start()
     if metrics_runner is not None:
         assert settings.metrics_port is not None
         await metrics_runner.setup()

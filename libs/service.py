@@ -25,6 +25,7 @@ settings class, handles signals, listeners, supervision and exit codes.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -54,6 +55,15 @@ S = TypeVar("S", bound=ServiceSettings)
 Context = Callable[[web.Application, S], AsyncIterator[None]]
 
 
+def static_member_id(settings: ServiceSettings, group: str) -> str | None:
+    """This process's static member id in `group` (settings.kafka_static_membership):
+    unique among live processes because `serve` binds the HTTP port before any
+    consumer starts; None (dynamic membership) when off or the port is not known."""
+    if not settings.kafka_static_membership or not settings.http_port:
+        return None
+    return f"{group}@{socket.gethostname()}:{settings.http_port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Consumer(Generic[S]):
     """One consumer loop: the topics it reads, how they decode, what handles a batch.
@@ -81,8 +91,10 @@ class Consumer(Generic[S]):
 
     def loop(self, app: web.Application, *, settings: S, group: str) -> ConsumerLoop:
         assert isinstance(settings, ConsumerBatches)
+        group_name = settings.consumer_group(self.group or group)
         return ConsumerLoop(
-            group=settings.consumer_group(self.group or group),
+            group=group_name,
+            group_instance_id=static_member_id(settings, group_name),
             topics=self.topics,
             codec=self.codec,
             handler=self.handler(app, settings),

@@ -82,6 +82,12 @@ class ServiceSettings(BaseSettings):
     #: API port is public, so its metrics are not on it), else on the HTTP port.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    #: Static group membership (KIP-345): each consumer joins its group as
+    #: `<group>@<host name>:<HTTP port>`, an id no other live process can hold (the
+    #: port is bound before any consumer starts). A restarted instance, after a crash
+    #: too, takes its partitions back at once instead of waiting for the dead member's
+    #: session to time out; a stopped one keeps them for the session timeout.
+    kafka_static_membership: bool = Field(True, validation_alias=_shared("KAFKA_STATIC_MEMBERSHIP"))
     #: How long a service keeps trying to reach Kafka at start before it gives up.
     kafka_connect_timeout_s: float = Field(
         30.0, gt=0, validation_alias=_shared("KAFKA_CONNECT_TIMEOUT_S")

@@ -95,6 +95,7 @@ class ConsumerLoop:
         on_revoked: PartitionsCallback | None = None,
         max_retry_backoff_s: float = 5.0,
         fetch_max_wait_ms: int = 100,
+        group_instance_id: str | None = None,
     ) -> None:
         self.group = group
         self.topics = list(topics)
@@ -118,6 +119,7 @@ class ConsumerLoop:
             max_poll_records=max_batch,
             fetch_max_wait_ms=fetch_max_wait_ms,
             isolation_level="read_uncommitted",
+            group_instance_id=group_instance_id,
         )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
