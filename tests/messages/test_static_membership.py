@@ -33,14 +33,14 @@ async def test_a_killed_message_service_rejoins_without_a_rebalance(
 ) -> None:
     sender = await api.new_user("st")
     receivers = [await api.new_user("rc") for _ in range(8)]  # spread over the partitions
-    for receiver in receivers:
-        reply = await api.call(
-            "POST",
-            "/v1/messages",
-            token=sender.token,
-            json={"to_user_id": receiver.id, "content": "a"},
-        )
-        assert reply.status == 201, reply
+
+    async def send_to_each(content: str) -> None:
+        for receiver in receivers:
+            body = {"to_user_id": receiver.id, "content": content}
+            reply = await api.call("POST", "/v1/messages", token=sender.token, json=body)
+            assert reply.status == 201, reply
+
+    await send_to_each("before")
     service = system.services["message_service"]
     group = f"{namespace}.message_service"
     assert static_member_id(ServiceSettings(http_port=service.port), group) is not None
@@ -59,14 +59,7 @@ async def test_a_killed_message_service_rejoins_without_a_rebalance(
 
         watcher = asyncio.create_task(watch())
         await asyncio.to_thread(service.restart)  # SIGKILL, start, wait for /readyz
-        for receiver in receivers:
-            reply = await api.call(
-                "POST",
-                "/v1/messages",
-                token=sender.token,
-                json={"to_user_id": receiver.id, "content": "after the restart"},
-            )
-            assert reply.status == 201, reply
+        await send_to_each("after the restart")
         answered.set()
         await watcher
         assert seen == {"Stable"}, f"the group went through {sorted(seen)}"
