@@ -44,6 +44,11 @@ from libs.metrics import (
 
 log = get_logger(__name__)
 
+#: How long the broker holds an empty fetch. A fetch is answered as soon as a record
+#: arrives (fetch.min.bytes 1), so this costs no latency; it sets how often an idle
+#: consumer wakes itself and the broker (at rest: ~2 fetches/s instead of 10-20).
+IDLE_FETCH_WAIT_MS = 500
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -94,7 +99,7 @@ class ConsumerLoop:
         on_assigned: PartitionsCallback | None = None,
         on_revoked: PartitionsCallback | None = None,
         max_retry_backoff_s: float = 5.0,
-        fetch_max_wait_ms: int = 100,
+        fetch_max_wait_ms: int = IDLE_FETCH_WAIT_MS,
         group_instance_id: str | None = None,
     ) -> None:
         self.group = group

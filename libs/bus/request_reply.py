@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from libs.bus.admin import delete_topics, ensure_topics
+from libs.bus.consumer import IDLE_FETCH_WAIT_MS
 from libs.bus.producer import Producer
 from libs.contracts.envelope import Codec, DecodeError, Envelope, Reply
 from libs.contracts.topics import GATEWAY_REPLIES_PREFIX, namespaced
@@ -64,7 +65,7 @@ class RequestClient:
             bootstrap_servers=self._bootstrap,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=IDLE_FETCH_WAIT_MS,
         )
         await consumer.start()
         tp = TopicPartition(self.reply_topic, 0)
