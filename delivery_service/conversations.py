@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ import orjson
 from redis.asyncio import Redis
 
 from delivery_service.inbox import InboxRepository, ReadState, Touch
-from delivery_service.repository import DeliveryRepository, WatermarkMove
+from delivery_service.repository import DeliveryRepository, GroupAudience, WatermarkMove
 from libs.bus.outbox import Outbox
 from libs.contracts.conversations import (
     AppendEvent,
@@ -53,27 +53,22 @@ def _last_message(message: MessageAcceptedPayload) -> str:
 
 async def record_messages(
     messages: Sequence[MessageAcceptedPayload],
-    group_recipients: Mapping[str, Sequence[str]],
+    audience: GroupAudience,
     *,
     inbox: InboxRepository,
-    repository: DeliveryRepository,
 ) -> None:
     """Each message's conversation moves up for its sender and receivers; receivers
-    count it unread. `group_recipients`: per group message id, the members minus the
-    sender minus those who block the sender (delivery_service.handlers.push_messages):
-    a member who blocks the sender sees neither the message nor a count for it."""
-    members = await repository.current_members(
-        [m.receiver_id for m in messages if m.receiver_kind == "group"]
-    )
+    count it unread. `audience` (delivery_service.handlers.push_messages): a member
+    who blocks a group message's sender sees neither the message nor a count for it."""
     touches: list[Touch] = []
     for m in messages:
         at, body = to_millis(m.created_at), _last_message(m)
         if m.receiver_kind == "group":
-            for user_id in group_recipients.get(m.message_id, []):
+            for user_id in audience.recipients.get(m.message_id, []):
                 touches.append(
                     Touch(user_id, "group", m.receiver_id, at, body, m.message_id, m.seq)
                 )
-            if m.sender_id in members.get(m.receiver_id, []):  # not one who left since
+            if m.message_id in audience.sender_is_member:  # not one who left since
                 touches.append(Touch(m.sender_id, "group", m.receiver_id, at, body, m.message_id))
             continue
         touches.append(

@@ -37,7 +37,7 @@ from delivery_service.conversations import (
     record_reads,
 )
 from delivery_service.inbox import InboxRepository
-from delivery_service.repository import DeliveryRepository, WatermarkMove
+from delivery_service.repository import DeliveryRepository, GroupAudience, WatermarkMove
 from libs.bus.consumer import Delivery
 from libs.bus.outbox import Outbox
 from libs.contracts.conversations import ConversationEvent, UpdateConversationSettings
@@ -97,16 +97,16 @@ async def handle_batch(
     group_changes = [d.message for d in deliveries if isinstance(d.message, GROUP_EVENTS)]
     settings = [d.message for d in deliveries if isinstance(d.message, UpdateConversationSettings)]
     # Pushes first (latency), then the inbox read model.
-    recipients: dict[str, list[str]] = {}
+    audience = GroupAudience({}, frozenset())
     if accepted:
-        recipients = await push_messages(accepted, repository=repository, redis=redis, keys=keys)
+        audience = await push_messages(accepted, repository=repository, redis=redis, keys=keys)
     if events:
         await push_events(events, repository=repository, redis=redis, keys=keys)
     if group_changes:
         # Joins before the batch's messages, so a new member's inbox counts them.
         await record_membership(group_changes, inbox=inbox)
     if accepted:
-        await record_messages(accepted, recipients, inbox=inbox, repository=repository)
+        await record_messages(accepted, audience, inbox=inbox)
     if events:
         await record_changes(events, inbox=inbox, repository=repository)
     if commands:
@@ -126,14 +126,11 @@ async def push_messages(
     repository: DeliveryRepository,
     redis: Redis,
     keys: RedisKeys,
-) -> dict[str, list[str]]:
-    """Push each message to its recipients and the sender's devices; returns, per
-    group message id, its recipients (members minus the sender minus those who
-    block the sender), which the inbox counts unread for."""
+) -> GroupAudience:
+    """Push each message to its recipients and the sender's devices; returns the
+    group messages' audience, which the inbox counts unread for."""
     await repository.remember_messages(messages)
-    group_recipients = await repository.group_recipients(
-        [m for m in messages if m.receiver_kind == "group"]
-    )
+    audience = await repository.group_audience([m for m in messages if m.receiver_kind == "group"])
     pushes: list[tuple[list[str], dict[str, Any]]] = []
     replies = [MessageView.of(m) for m in messages if m.reply_to is not None]
     if replies:  # their frames carry the preview of the message they answer
@@ -141,7 +138,7 @@ async def push_messages(
     rendered = {view.id: view for view in replies}
     for message in messages:
         if message.receiver_kind == "group":
-            recipients = group_recipients.get(message.message_id, [])
+            recipients = audience.recipients.get(message.message_id, [])
         else:
             recipients = [message.receiver_id]
         view = rendered.get(message.message_id)
@@ -154,7 +151,7 @@ async def push_messages(
         pushes.append(([*recipients, message.sender_id], frame))
     MESSAGE_FRAMES.inc(len(pushes))
     PUSH_PAYLOADS.inc(await publish_frames(redis, keys, pushes))
-    return group_recipients
+    return audience
 
 
 async def advance_watermarks(

@@ -70,6 +70,15 @@ class WatermarkMove:
         return self.thread_id
 
 
+@dataclass(frozen=True, slots=True)
+class GroupAudience:
+    """Per group message id: the members it reaches (minus its sender, minus those
+    who block the sender); and the ids whose sender is still a member."""
+
+    recipients: dict[str, list[str]]
+    sender_is_member: frozenset[str]
+
+
 class DeliveryRepository:
     def __init__(self, redis: Redis, keys: RedisKeys, mongo: MongoShards) -> None:
         self.redis = redis
@@ -112,13 +121,17 @@ class DeliveryRepository:
     async def group_recipients(
         self, messages: Sequence[MessageAcceptedPayload]
     ) -> dict[str, list[str]]:
-        """message_id -> members of its group minus those who block the sender.
+        """message_id -> members of its group minus those who block the sender."""
+        return (await self.group_audience(messages)).recipients
+
+    async def group_audience(self, messages: Sequence[MessageAcceptedPayload]) -> GroupAudience:
+        """Who each group message reaches, and whether its sender is still a member.
 
         Two pipelined round trips for the whole batch, whatever its groups and sizes.
         """
         groups = list(dict.fromkeys(m.receiver_id for m in messages))
         if not groups:
-            return {}
+            return GroupAudience({}, frozenset())
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(self.keys.projection_ready(GROUPS_PROJECTION))
             for group_id in groups:
@@ -135,14 +148,19 @@ class DeliveryRepository:
                 pipe.sismember(self.keys.blocks(user_id), sender_id)
             flags = await pipe.execute()
         blocking = {pair for pair, flag in zip(pairs, flags, strict=True) if flag}
-        return {
-            m.message_id: [
-                u
-                for u in members[m.receiver_id]
-                if u != m.sender_id and (u, m.sender_id) not in blocking
-            ]
-            for m in messages
-        }
+        return GroupAudience(
+            recipients={
+                m.message_id: [
+                    u
+                    for u in members[m.receiver_id]
+                    if u != m.sender_id and (u, m.sender_id) not in blocking
+                ]
+                for m in messages
+            },
+            sender_is_member=frozenset(
+                m.message_id for m in messages if m.sender_id in members[m.receiver_id]
+            ),
+        )
 
     async def current_members(self, group_ids: Sequence[str]) -> dict[str, list[str]]:
         """group_id -> member ids, from the groups projection (one round trip)."""

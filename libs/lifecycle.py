@@ -333,13 +333,13 @@ def raise_open_file_limit() -> int:
     return soft
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, what: str = "listen") -> socket.socket:
     """A listening-ready TCP socket bound to (host, port); ConfigurationError if not."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc}") from None
+        raise ConfigurationError(f"cannot {what} on {host}:{port}: {exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
@@ -389,15 +389,22 @@ async def _serve(
 ) -> int:
     """Start, wait for a signal or a failed task, shut down; the process's exit code.
 
-    The API port is bound first, before anything connects: a port in use fails at
-    once, and the bound port is in the settings the app is built with (a static
+    The ports are bound first, before anything connects: a port in use fails at
+    once, and the bound API port is in the settings the app is built with (a static
     Kafka member id is made of it, libs/service.py)."""
-    listener = _bind(settings.http_host, settings.http_port)
-    settings = settings.model_copy(update={"http_port": listener.getsockname()[1]})
+    listeners = [_bind(settings.http_host, settings.http_port)]
+    if settings.metrics_port is not None:
+        try:
+            listeners.append(_bind(settings.metrics_host, settings.metrics_port, "serve metrics"))
+        except ConfigurationError:
+            listeners[0].close()
+            raise
+    settings = settings.model_copy(update={"http_port": listeners[0].getsockname()[1]})
     try:
         app = app_factory(settings)
     except BaseException:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         raise
     supervisor = app[SUPERVISOR]
     metrics_runner: web.AppRunner | None = None
@@ -421,7 +428,8 @@ async def _serve(
         loop.add_signal_handler(sig, supervisor.stop)
 
     async def abandon() -> None:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         supervisor.closing()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
@@ -436,23 +444,11 @@ async def _serve(
         await abandon()
         raise ConfigurationError(f"a dependency is unreachable at start: {exc}") from None
 
-    async def listen(on: web.AppRunner, host: str, port: int, what: str) -> web.TCPSite:
-        site = web.TCPSite(on, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await abandon()
-            raise ConfigurationError(
-                f"cannot {what} on {host}:{port}: {exc.strerror or exc}"
-            ) from None
-        return site
-
-    site = web.SockSite(runner, listener)
+    site = web.SockSite(runner, listeners[0])
     await site.start()
     if metrics_runner is not None:
-        assert settings.metrics_port is not None
         await metrics_runner.setup()
-        await listen(metrics_runner, settings.metrics_host, settings.metrics_port, "serve metrics")
+        await web.SockSite(metrics_runner, listeners[1]).start()
     sites = [site] if metrics_runner is None else [site, *metrics_runner.sites]
     bound = [
         sock.getsockname()
