@@ -35,6 +35,43 @@ def test_the_page_is_served_with_its_files_and_no_cdn(people: dict[str, Person])
     )
 
 
+def test_messages_order_by_instant_whatever_the_fraction_digits(people: dict[str, Person]) -> None:
+    # The API writes a whole second as "...:01Z" and others as "...:01.500Z"; as text
+    # the first sorts last. A message sent on a whole second once showed below later ones.
+    order = people["ada"].driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        import("/app/js/store.js").then(({ Thread }) => {
+          const t = new Thread("user:x");
+          t.put({ id: "b", content: "second", created_at: "2026-12-02T10:00:01.500Z" });
+          t.put({ id: "a", content: "first", created_at: "2026-12-02T10:00:01Z" });
+          t.put({ id: "c", content: "third", created_at: "2026-12-02T10:00:02.001Z" });
+          done(t.sorted().map((m) => m.content));
+        }, (err) => done(String(err)));
+        """
+    )
+    assert order == ["first", "second", "third"]
+
+
+def test_signing_out_after_registering_shows_the_login_form(
+    gateway_url: str, suffix: str
+) -> None:
+    dan = Person(gateway_url, "dan")
+    try:
+        dan.register(f"dan{suffix}", PASSWORD, "Dan Newcomer")
+        dan.click("#me-button")
+        dan.click("#logout")
+        dan.wait_for(lambda: dan.find("#auth").is_displayed(), "the login screen")
+        assert "Logged out" in dan.text_of("#auth-error")
+        # Without a reload: the screen shows the login form, not the register form.
+        dan.type_into("#login-username", f"dan{suffix}")
+        dan.type_into("#login-password", PASSWORD)
+        dan.click("#login-form button[type=submit]")
+        dan.wait_for(lambda: dan.find("#me-name").text == "Dan Newcomer", "the main screen")
+    finally:
+        dan.close()
+
+
 def test_live_exchange_ticks_turn_read_and_badge_in_the_other_window(
     people: dict[str, Person], suffix: str
 ) -> None:

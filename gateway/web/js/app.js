@@ -85,6 +85,7 @@ function signedOut(message) {
 }
 
 function showAuth(message = "") {
+  selectTab("login");
   $("main").hidden = true;
   $("auth").hidden = false;
   $("auth-error").textContent = message || "";

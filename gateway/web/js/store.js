@@ -18,9 +18,16 @@ export function keyOf(message, me) {
   return `user:${peer}`;
 }
 
+// The API's times are RFC 3339 with as many fractional digits as they need (none on a
+// whole second: "…:05Z" sorts after "…:05.120Z" as text), so order by the instant.
+export function instant(time) {
+  const t = time ? Date.parse(time) : NaN;
+  return Number.isNaN(t) ? 0 : t;
+}
+
 function byTime(a, b) {
-  const ta = a.created_at || a.local_at;
-  const tb = b.created_at || b.local_at;
+  const ta = instant(a.created_at || a.local_at);
+  const tb = instant(b.created_at || b.local_at);
   if (ta !== tb) return ta < tb ? -1 : 1;
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
@@ -203,8 +210,8 @@ export class Store extends EventTarget {
     return [...this.conversations.values()]
       .filter((c) => Boolean(c.archived) === archived)
       .sort((a, b) => {
-        const ta = a.last_activity_at || "";
-        const tb = b.last_activity_at || "";
+        const ta = instant(a.last_activity_at);
+        const tb = instant(b.last_activity_at);
         return ta < tb ? 1 : ta > tb ? -1 : 0;
       });
   }
@@ -385,7 +392,7 @@ export class Store extends EventTarget {
     const conv = this.ensureConversation(key);
     if (!conv.last_message || byTime(conv.last_message, message) <= 0 || conv.last_message.id === message.id) {
       conv.last_message = message;
-      if (!conv.last_activity_at || conv.last_activity_at < message.created_at) {
+      if (instant(conv.last_activity_at) < instant(message.created_at)) {
         conv.last_activity_at = message.created_at;
       }
       if (!update && !conv.muted) conv.archived = false;
