@@ -53,9 +53,7 @@ def test_messages_order_by_instant_whatever_the_fraction_digits(people: dict[str
     assert order == ["first", "second", "third"]
 
 
-def test_signing_out_after_registering_shows_the_login_form(
-    gateway_url: str, suffix: str
-) -> None:
+def test_signing_out_after_registering_shows_the_login_form(gateway_url: str, suffix: str) -> None:
     dan = Person(gateway_url, "dan")
     try:
         dan.register(f"dan{suffix}", PASSWORD, "Dan Newcomer")
