@@ -29,10 +29,12 @@ from dataclasses import dataclass
 
 from pymongo import UpdateOne
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from libs.contracts.keys import RedisKeys
 from libs.inbox_projection import PROJECTION, SETTINGS_COLLECTION, settings_id
 from libs.storage.mongo import CollectionSpec, MongoShards, bulk_update
+from libs.storage.redis_scripts import LuaScript, run_pipeline
 
 SETTINGS = CollectionSpec(SETTINGS_COLLECTION, shard_key={"user_id": "hashed"})
 #: Unread seqs kept per conversation: the unread count saturates here.
@@ -42,7 +44,7 @@ UNREAD_KEPT = 10_000
 # last_message JSON ('' = none), last_message_id, unread seq ('' = none), cap,
 # is_message ('1': a new message, which un-archives unless muted). Returns 1 when
 # it un-archived the conversation.
-_TOUCH = """
+_TOUCH = LuaScript("""
 local muted = redis.call('HGET', KEYS[1], 'muted') == '1'
 local archived = redis.call('HGET', KEYS[1], 'archived') == '1'
 local current = tonumber(redis.call('HGET', KEYS[1], 'last_activity_ms') or '0')
@@ -83,7 +85,7 @@ if ARGV[7] ~= '' then
   end
 end
 return unarchived
-"""
+""")
 
 # KEYS: entry, unread. ARGV: seq. Returns {unread, muted, archived, read_seq}.
 _READ = """
@@ -120,13 +122,13 @@ return 1
 """
 
 # KEYS: entry. ARGV: message id, stored view JSON. Replaces the last message if it is it.
-_REPLACE_LAST = """
+_REPLACE_LAST = LuaScript("""
 if redis.call('HGET', KEYS[1], 'last_message_id') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'last_message', ARGV[2])
   return 1
 end
 return 0
-"""
+""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +162,8 @@ class InboxRepository:
         self.redis = redis
         self.keys = keys
         self.mongo = mongo
-        self._touch = redis.register_script(_TOUCH)
         self._read = redis.register_script(_READ)
         self._settings = redis.register_script(_SETTINGS)
-        self._replace_last = redis.register_script(_REPLACE_LAST)
 
     def _entry_keys(self, user_id: str, conversation: str) -> list[str]:
         return [
@@ -177,14 +177,16 @@ class InboxRepository:
         conversations a message un-archived are written back to MongoDB."""
         if not touches:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Pipeline) -> None:
             for t in touches:
-                await self._touch(
-                    keys=[
+                _TOUCH.queue(
+                    pipe,
+                    [
                         *self._entry_keys(t.user_id, t.conversation),
                         self.keys.unread(t.user_id, t.conversation),
                     ],
-                    args=[
+                    [
                         t.conversation,
                         t.kind,
                         t.target_id,
@@ -195,9 +197,9 @@ class InboxRepository:
                         UNREAD_KEPT,
                         "1" if t.is_message else "0",
                     ],
-                    client=pipe,
                 )
-            flags = await pipe.execute()
+
+        flags = await run_pipeline(self.redis, build, [_TOUCH])
         unarchived = [t for t, flag in zip(touches, flags, strict=True) if flag]
         if unarchived:
             await self._store_settings(
@@ -290,16 +292,16 @@ class InboxRepository:
     ) -> None:
         """An edited or deleted message: the new last message where it is the last one
         of (user, conversation) `entries`; a deleted one leaves their unread seqs."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Pipeline) -> None:
             for user_id, conversation in entries:
-                await self._replace_last(
-                    keys=[self.keys.inbox_entry(user_id, conversation)],
-                    args=[message_id, view_json],
-                    client=pipe,
+                _REPLACE_LAST.queue(
+                    pipe, [self.keys.inbox_entry(user_id, conversation)], [message_id, view_json]
                 )
                 if deleted_seq is not None:
                     pipe.zrem(self.keys.unread(user_id, conversation), deleted_seq)
-            await pipe.execute()
+
+        await run_pipeline(self.redis, build, [_REPLACE_LAST])
 
     async def projection_ready(self) -> bool:
         return bool(await self.redis.exists(self.keys.projection_ready(PROJECTION)))

@@ -193,7 +193,6 @@ async def _handle(
     }
     if unique:
         await cache.add(list(unique.values()), fresh)  # type: ignore[arg-type]
-        await cache.locate(list(unique.values()))  # type: ignore[arg-type]
     await cache.add_events(list(events.values()))  # type: ignore[arg-type]
     await cache.rewrite_messages(plan.views_to_cache())
     await cache.purge_edits(

@@ -63,6 +63,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from libs.contracts.conversations import ConversationEventPayload, EventView
 from libs.contracts.keys import RedisKeys
@@ -75,6 +76,7 @@ from libs.contracts.messages import (
 )
 from libs.logging import get_logger
 from libs.storage.mongo import CollectionSpec, IndexSpec, MongoShards
+from libs.storage.redis_scripts import LuaScript, run_pipeline
 
 log = get_logger(__name__)
 
@@ -340,7 +342,7 @@ async def locate_message(
 @dataclass(frozen=True, slots=True)
 class MessageLocation:
     """Where a message is and its position: what edits, deletes, reactions and replies
-    check (`msg_loc:<message_id>`, written by `RecentCache.locate`)."""
+    check (`msg_loc:<message_id>`, written by `RecentCache.add`)."""
 
     receiver_kind: str
     receiver_id: str
@@ -864,7 +866,7 @@ def _page(messages: Sequence[MessageView], limit: int, ascending: bool) -> Histo
 
 # KEYS: zset, bodies hash. ARGV: cap, ttl_s, n_markers, then marker pairs
 # (receiver_id, position) to set if absent, then (position, body) pairs.
-_CACHE_WRITE = """
+_CACHE_WRITE = LuaScript("""
 local cap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local markers = tonumber(ARGV[3])
@@ -896,12 +898,12 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 return size
-"""
+""")
 
 # KEYS: bodies hash, inbox zset. ARGV: position, seq, body. Replaces a cached body
 # where one is cached (edit, delete: the purge, reactions); never adds one (so
 # coverage rules are untouched).
-_CACHE_REPLACE = """
+_CACHE_REPLACE = LuaScript("""
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 end
@@ -911,11 +913,11 @@ if #old > 0 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 end
 return #old
-"""
+""")
 
 # KEYS: inbox zset. ARGV: message id. Rewrites the message's cached edit events
 # without their content.
-_PURGE_EDITS = """
+_PURGE_EDITS = LuaScript("""
 local purged = 0
 local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #entries, 2 do
@@ -931,7 +933,7 @@ for i = 1, #entries, 2 do
   end
 end
 return purged
-"""
+""")
 
 
 class RecentCache:
@@ -950,15 +952,18 @@ class RecentCache:
         self.cap = cap
         self.inbox_cap = inbox_cap
         self.ttl_s = ttl_s
-        self._script = redis.register_script(_CACHE_WRITE)
-        self._replace = redis.register_script(_CACHE_REPLACE)
-        self._purge = redis.register_script(_PURGE_EDITS)
 
     async def add(self, messages: Sequence[MessageAcceptedPayload], fresh: set[str]) -> None:
-        """Add messages; those whose id is in `fresh` (newly sequenced) may start coverage.
+        """Add messages, and where each is (RedisKeys.message_locator), in one round trip.
 
-        A fresh message is later than every earlier message of its receiver, so when
-        a receiver's marker is absent the cache covers it from the first fresh one.
+        Those whose id is in `fresh` (newly sequenced) may start coverage: a fresh
+        message is later than every earlier message of its receiver, so when a
+        receiver's marker is absent the cache covers it from the first fresh one.
+
+        The locator, with the message's position, is for the gateway's edit, delete,
+        reaction and reply checks (gateway/message_access.py): written before the
+        send's reply, so a message can be changed the moment its send is answered.
+        The `msg_ref` (`encode_ref`) is delivery_service's lighter form for receipts.
         """
         by_conversation: dict[str, list[MessageAcceptedPayload]] = {}
         by_receiver: dict[str, list[MessageAcceptedPayload]] = {}
@@ -969,7 +974,8 @@ class RecentCache:
                 message.receiver_kind, message.receiver_id, message.sender_id
             )
             by_conversation.setdefault(conversation, []).append(message)
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Pipeline) -> None:
             for conversation, group in by_conversation.items():
                 first_fresh: dict[str, str] = {}
                 entries: list[str] = []
@@ -981,20 +987,24 @@ class RecentCache:
                             first_fresh[message.receiver_id] = pos
                     entries += [pos, bodies[message.message_id]]
                 marker_args = [x for pair in first_fresh.items() for x in pair]
-                await self._script(
-                    keys=[
+                _CACHE_WRITE.queue(
+                    pipe,
+                    [
                         self.keys.recent_messages(conversation),
                         self.keys.recent_bodies(conversation),
                     ],
-                    args=[self.cap, self.ttl_s, len(first_fresh), *marker_args, *entries],
-                    client=pipe,
+                    [self.cap, self.ttl_s, len(first_fresh), *marker_args, *entries],
                 )
             for receiver_id, group in by_receiver.items():
                 key = self.keys.recent_inbox(receiver_id)
                 pipe.zadd(key, {bodies[m.message_id]: m.seq for m in group})
                 pipe.zremrangebyrank(key, 0, -self.inbox_cap - 1)
                 pipe.expire(key, self.ttl_s)
-            await pipe.execute()
+            for m in messages:
+                pipe.set(self.keys.message_locator(m.message_id), encode_location(m), ex=self.ttl_s)
+
+        if messages:
+            await run_pipeline(self.redis, build, [_CACHE_WRITE])
 
     async def replace(self, view: MessageView) -> None:
         """Replace one message's cached body in place; absent entries stay absent."""
@@ -1006,18 +1016,20 @@ class RecentCache:
         a message no longer cached stays uncached."""
         if not views:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def build(pipe: Pipeline) -> None:
             for view in views:
                 conversation = conversation_id(view.receiver.kind, view.receiver.id, view.sender_id)
-                await self._replace(
-                    keys=[
+                _CACHE_REPLACE.queue(
+                    pipe,
+                    [
                         self.keys.recent_bodies(conversation),
                         self.keys.recent_inbox(view.receiver.id),
                     ],
-                    args=[view_position(view), view.seq, cache_body(view)],
-                    client=pipe,
+                    [view_position(view), view.seq, cache_body(view)],
                 )
-            await pipe.execute()
+
+        await run_pipeline(self.redis, build, [_CACHE_REPLACE])
 
     async def add_events(self, events: Sequence[ConversationEventPayload]) -> None:
         """Add logged events to their receivers' sync cache, like messages (by seq)."""
@@ -1038,22 +1050,11 @@ class RecentCache:
         cache of the receiver whose log got the delete."""
         if not deletes:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event in deletes:
-                await self._purge(
-                    keys=[self.keys.recent_inbox(event.receiver_id)],
-                    args=[event.body.message_id or ""],
-                    client=pipe,
-                )
-            await pipe.execute()
 
-    async def locate(self, messages: Sequence[MessageAcceptedPayload]) -> None:
-        """Where each new message is (RedisKeys.message_locator, with its position), for
-        the gateway's edit, delete, reaction and reply checks (gateway/message_access.py);
-        written by message_service before the reply, so a message can be changed the
-        moment its send is answered. The `msg_ref` (`encode_ref`) is delivery_service's
-        lighter form for receipts."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for m in messages:
-                pipe.set(self.keys.message_locator(m.message_id), encode_location(m), ex=self.ttl_s)
-            await pipe.execute()
+        def build(pipe: Pipeline) -> None:
+            for event in deletes:
+                _PURGE_EDITS.queue(
+                    pipe, [self.keys.recent_inbox(event.receiver_id)], [event.body.message_id or ""]
+                )
+
+        await run_pipeline(self.redis, build, [_PURGE_EDITS])

@@ -190,9 +190,6 @@ class _NoCache:
     async def add(self, *args: object) -> None:
         return None
 
-    async def locate(self, *args: object) -> None:
-        return None
-
     async def add_events(self, *args: object) -> None:
         return None
 
