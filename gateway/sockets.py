@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,17 +74,29 @@ def log_entry(frame: dict[str, Any]) -> dict[str, Any] | None:
     return frame.get(key) if key is not None else None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
-    """One open socket of one user, with its bounded send queue."""
+    """One open socket of one user, with its bounded send queue.
+
+    An idle socket holds no queue and no writer task: the queue is made by the
+    first frame, and a writer task runs only while frames are waiting (then
+    ends). With tens of thousands of idle sockets per gateway, an asyncio.Queue
+    and a parked task each were ~4.4 KB per socket (docs/performance.md).
+    """
 
     user_id: str
     token_hash: str
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[str]
+    #: Most frames waiting to be written; one more means the client is too slow.
+    max_queued: int
     #: The session's absolute expiry (unix seconds): the socket closes then.
     expires_at: float = math.inf
     id: str = field(default_factory=new_id)
+    #: Frames waiting to be written, oldest first (None until the first one).
+    queued: deque[str] | None = None
+    #: Set when the socket is open for writing (SocketHub.open): from then on a
+    #: frame starts a writer task when none runs. Frames offered before wait.
+    writable: bool = False
     writer: asyncio.Task[None] | None = None
     closing: bool = False
     transport: asyncio.BaseTransport | None = None
@@ -159,11 +171,18 @@ class Connection:
         """Queue a frame; False when the queue is full (the client is too slow)."""
         if self.closing:
             return True
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if self.queued is None:
+            self.queued = deque()
+        elif len(self.queued) >= self.max_queued:
             return False
+        self.queued.append(text)
+        self.start_writing()
         return True
+
+    def start_writing(self) -> None:
+        """Run a writer task if frames wait and none runs (the socket is writable)."""
+        if self.writable and self.queued and (self.writer is None or self.writer.done()):
+            self.writer = asyncio.create_task(self.drain(), name=f"ws-writer:{self.id}")
 
     def send_frame(self, frame: dict[str, Any]) -> bool:
         return self.offer(orjson.dumps(frame).decode())
@@ -185,11 +204,12 @@ class Connection:
             pass
 
     async def drain(self) -> None:
-        """The writer task: send queued frames in order until the socket closes."""
+        """The writer task: send the queued frames in order, then end (the next frame
+        starts another); or stop when the socket closes."""
+        queued = self.queued
         try:
-            while not self.ws.closed:
-                text = await self.queue.get()
-                await self.ws.send_str(text)
+            while queued and not self.ws.closed:
+                await self.ws.send_str(queued.popleft())
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
 
@@ -263,11 +283,12 @@ class SocketHub:
             user_id,
             principal.token_hash,
             ws,
-            asyncio.Queue(maxsize=self.settings.send_queue_frames),
+            self.settings.send_queue_frames,
             expires_at=principal.expires_at,
         )
         conn.transport = transport
-        conn.writer = asyncio.create_task(conn.drain(), name=f"ws-writer:{conn.id}")
+        conn.writable = True
+        conn.start_writing()
         self.by_user[user_id][conn.id] = conn
         OPEN_SOCKETS.inc()
         return conn

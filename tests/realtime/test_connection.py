@@ -13,7 +13,7 @@ from gateway.sockets import Connection
 
 
 def connection(queue_size: int = 8) -> Connection:
-    return Connection("u1", "hash", web.WebSocketResponse(), asyncio.Queue(maxsize=queue_size))
+    return Connection("u1", "hash", web.WebSocketResponse(), queue_size)
 
 
 def message(message_id: str, seq: int, receiver: str = "u1") -> dict:
@@ -24,9 +24,7 @@ def message(message_id: str, seq: int, receiver: str = "u1") -> dict:
 
 
 def queued_ids(conn: Connection) -> list[str]:
-    frames = []
-    while not conn.queue.empty():
-        frames.append(orjson.loads(conn.queue.get_nowait()))
+    frames = [orjson.loads(text) for text in conn.queued or ()]
     return [f["message"]["id"] for f in frames if f["type"] == "message"]
 
 
@@ -75,3 +73,50 @@ async def test_typing_is_throttled_per_conversation() -> None:
     assert not conn.typing_allowed("user:u2", now=100.5)
     assert conn.typing_allowed("group:g1", now=100.5)
     assert conn.typing_allowed("user:u2", now=101.1)
+
+
+class _RecordingSocket:
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_str(self, text: str) -> None:
+        await asyncio.sleep(0)  # a write that yields, as a real one may
+        self.sent.append(text)
+
+
+async def test_an_idle_socket_holds_no_queue_and_no_writer_task() -> None:
+    ws = _RecordingSocket()
+    conn = Connection("u1", "hash", ws, 8)  # type: ignore[arg-type]
+    conn.writable = True
+    conn.start_writing()
+    assert conn.queued is None
+    assert conn.writer is None
+    for n in range(3):
+        assert conn.offer(f"f{n}")
+    writer = conn.writer
+    assert writer is not None
+    assert conn.offer("f3")  # while the writer runs: the same writer takes it
+    assert conn.writer is writer
+    await writer
+    assert ws.sent == ["f0", "f1", "f2", "f3"]  # in order, then the task ends
+    assert conn.writer.done()
+    assert not conn.queued
+    assert conn.offer("f4")  # the next frame starts another writer
+    assert conn.writer is not writer
+    await conn.writer
+    assert ws.sent[-1] == "f4"
+
+
+async def test_frames_offered_before_the_socket_is_writable_wait_for_it() -> None:
+    ws = _RecordingSocket()
+    conn = Connection("u1", "hash", ws, 8)  # type: ignore[arg-type]
+    assert conn.offer("early")
+    assert conn.writer is None
+    assert list(conn.queued or ()) == ["early"]
+    conn.writable = True
+    conn.start_writing()
+    assert conn.writer is not None
+    await conn.writer
+    assert ws.sent == ["early"]
