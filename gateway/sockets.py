@@ -1,8 +1,8 @@
 """The WebSockets this gateway process holds, and their registry entries in Redis.
 
 `SocketHub` owns every open socket of the process (user -> connections). Each
-`Connection` has a bounded send queue drained by one writer task: a client too
-slow to keep up (its queue full) is closed with code 4008 ("slow consumer"),
+`Connection` has a bounded send queue drained by one writer task at a time (both
+exist only while frames wait): a client too slow to keep up (its queue full) is closed with code 4008 ("slow consumer"),
 never buffered without bound. The hub also keeps the session registry
 (`conns:<user>`, see libs/push.py) true for this instance: it writes an entry
 at connect, refreshes every entry on each heartbeat, and removes it at close.
