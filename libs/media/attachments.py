@@ -134,6 +134,9 @@ class Attachments:
         images.ImageTooLarge (and BlobMissing if the bytes are gone)."""
         if record.thumbnail is not None:
             return record
+        made = await self.catalog.thumbnail(record.id)
+        if made is not None:
+            return record.model_copy(update={"thumbnail": made})
         if not record.content_type.startswith("image/"):
             raise images.NotAnImage(f"the attachment is {record.content_type}, not an image")
         async with self._thumbnailing:
@@ -165,6 +168,7 @@ class Attachments:
         for attachment_id in attachment_ids:
             await self.store.delete(blob_key(self.namespace, attachment_id))
             await self.store.delete(thumbnail_key(self.namespace, attachment_id))
+            await self.catalog.forget_thumbnail(attachment_id)
             FREED.labels(why).inc()
 
     async def collect(self, grace: timedelta, now: datetime | None = None) -> int:
