@@ -2,10 +2,11 @@
 
 `SocketHub` owns every open socket of the process (user -> connections). Each
 `Connection` has a bounded send queue drained by one writer task at a time (both
-exist only while frames wait): a client too slow to keep up (its queue full) is closed with code 4008 ("slow consumer"),
-never buffered without bound. The hub also keeps the session registry
-(`conns:<user>`, see libs/push.py) true for this instance: it writes an entry
-at connect, refreshes every entry on each heartbeat, and removes it at close.
+exist only while frames wait): a client too slow to keep up (its queue full) is
+closed with code 4008 ("slow consumer"), never buffered without bound. The hub
+also keeps the session registry (`conns:<user>`, see libs/push.py) true for this
+instance: it writes an entry at connect, refreshes every entry on each
+heartbeat, and removes it at close.
 Registrations (and removals) made while one is in flight go together in the
 next pipeline (`Coalesced`): a storm of N connects or disconnects (a gateway
 restart, a network blip) costs one pooled Redis connection and a few round
