@@ -160,9 +160,10 @@ async def _listen(
                         payload = orjson.loads(message["data"])
                         for push in payload["pushes"]:
                             hub.deliver(push["user_ids"], push["frame"])
-                            # Let the writers drain: a batch of many frames for one
-                            # user must not look like a slow consumer.
-                            await asyncio.sleep(0)
+                            # Written before the next push: a batch of many frames
+                            # for one user must not look like a slow consumer.
+                            await hub.write_delivered()
+                        await asyncio.sleep(0)  # other tasks run between payloads
                     except (ValueError, KeyError, TypeError) as exc:
                         log.warning("undecodable push ignored", error=str(exc)[:200])
         except asyncio.CancelledError:

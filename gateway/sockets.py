@@ -1,9 +1,13 @@
 """The WebSockets this gateway process holds, and their registry entries in Redis.
 
 `SocketHub` owns every open socket of the process (user -> connections). Each
-`Connection` has a bounded send queue drained by one writer task at a time (both
-exist only while frames wait): a client too slow to keep up (its queue full) is
-closed with code 4008 ("slow consumer"), never buffered without bound. The hub
+`Connection` has a bounded send queue (it exists only while frames wait): a
+client too slow to keep up (its queue full) is closed with code 4008 ("slow
+consumer"), never buffered without bound. Pushed frames are written by the push
+listener itself while a socket's transport takes them at once
+(`SocketHub.write_delivered`); other frames, and a socket that is compressed or
+has data waiting, are written by one writer task at a time that ends when the
+queue is empty. The hub
 also keeps the session registry (`conns:<user>`, see libs/push.py) true for this
 instance: it writes an entry at connect, refreshes every entry on each
 heartbeat, and removes it at close.
@@ -99,6 +103,8 @@ class Connection:
     #: frame starts a writer task when none runs. Frames offered before wait.
     writable: bool = False
     writer: asyncio.Task[None] | None = None
+    #: Set while `write_queued` writes this socket's frames from the push listener.
+    flushing: bool = False
     closing: bool = False
     transport: asyncio.BaseTransport | None = None
     #: Ids of the latest log entries (messages, events) written to this socket
@@ -128,8 +134,9 @@ class Connection:
         self.typing_at[conversation] = now
         return True
 
-    def push(self, frame: dict[str, Any], text: str) -> bool:
-        """Queue a pushed frame, dropping duplicate log entries; False when too slow."""
+    def push(self, frame: dict[str, Any], text: str, *, defer: bool = False) -> bool:
+        """Queue a pushed frame, dropping duplicate log entries; False when too slow.
+        `defer`: start no writer; the caller calls `write_queued` soon."""
         entry = log_entry(frame)
         if entry is not None:
             if self.held is not None:
@@ -137,7 +144,7 @@ class Connection:
                 return True
             if not self._first_sight(entry):
                 return True
-        return self.offer(text)
+        return self.offer(text, defer=defer)
 
     def _first_sight(self, entry: dict[str, Any]) -> bool:
         entry_id = entry["id"]
@@ -168,8 +175,9 @@ class Connection:
         held, self.held = self.held or [], None
         return all(self.push(frame, text) for frame, text in held)
 
-    def offer(self, text: str) -> bool:
-        """Queue a frame; False when the queue is full (the client is too slow)."""
+    def offer(self, text: str, *, defer: bool = False) -> bool:
+        """Queue a frame; False when the queue is full (the client is too slow).
+        `defer`: start no writer; the caller calls `write_queued` soon."""
         if self.closing:
             return True
         if self.queued is None:
@@ -177,13 +185,50 @@ class Connection:
         elif len(self.queued) >= self.max_queued:
             return False
         self.queued.append(text)
-        self.start_writing()
+        if not defer:
+            self.start_writing()
         return True
 
     def start_writing(self) -> None:
         """Run a writer task if frames wait and none runs (the socket is writable)."""
-        if self.writable and self.queued and (self.writer is None or self.writer.done()):
+        if (
+            self.writable
+            and self.queued
+            and not self.flushing
+            and (self.writer is None or self.writer.done())
+        ):
             self.writer = asyncio.create_task(self.drain(), name=f"ws-writer:{self.id}")
+
+    async def write_queued(self) -> None:
+        """Write the waiting frames from the calling task while the transport takes
+        them at once, and leave the rest (if any) to a writer task.
+
+        A push reaches hundreds of sockets at once; a task per socket per burst was a
+        quarter of the gateway's CPU in a group fan-out (docs/performance.md). An
+        uncompressed frame written to a transport with an empty buffer does not wait
+        (aiohttp waits only when the transport is paused), so the push listener
+        writes it inline. A compressed socket, or one whose buffer holds data (a slow
+        reader), gets its own writer task, so no socket holds the others up.
+        """
+        if not self.writable or self.flushing or (self.writer and not self.writer.done()):
+            return
+        queued = self.queued
+        self.flushing = True
+        try:
+            while queued and not self.ws.closed and self._takes_frames_now():
+                await self.ws.send_str(queued.popleft())
+        except (ConnectionError, RuntimeError):
+            return
+        finally:
+            self.flushing = False
+        self.start_writing()
+
+    def _takes_frames_now(self) -> bool:
+        if self.transport is None or self.ws.compress:
+            return False
+        # uvloop's transports have the method without subclassing WriteTransport.
+        buffered = getattr(self.transport, "get_write_buffer_size", None)
+        return buffered is not None and buffered() == 0
 
     def send_frame(self, frame: dict[str, Any]) -> bool:
         return self.offer(orjson.dumps(frame).decode())
@@ -263,6 +308,8 @@ class SocketHub:
         self.instance_id = instance_id
         self.settings = settings
         self.by_user: dict[str, dict[str, Connection]] = defaultdict(dict)
+        #: Sockets `deliver` queued frames to, for `write_queued`.
+        self._delivered: list[Connection] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._claim = redis.register_script(CLAIM_CONNECTION_LUA)
         #: conn -> None when the user is at the cap (nothing written), else True when
@@ -306,14 +353,16 @@ class SocketHub:
                 await conn.writer
 
     def deliver(self, user_ids: Iterable[str], frame: dict[str, Any]) -> int:
-        """Queue `frame` to every local socket of `user_ids`; closes slow ones."""
+        """Queue `frame` to every local socket of `user_ids`; closes slow ones.
+        The frames are written by the next `write_delivered`."""
         text: str | None = None
         sent = 0
         for user_id in user_ids:
             for conn in list(self.by_user.get(user_id, {}).values()):
                 if text is None:
                     text = orjson.dumps(frame).decode()
-                if conn.push(frame, text):
+                if conn.push(frame, text, defer=True):
+                    self._delivered.append(conn)
                     sent += 1
                 else:
                     SLOW_CLOSED.inc()
@@ -321,6 +370,12 @@ class SocketHub:
                     self.spawn(conn.close(CLOSE_SLOW_CONSUMER, "slow consumer"))
         FRAMES_PUSHED.inc(sent)
         return sent
+
+    async def write_delivered(self) -> None:
+        """Write what `deliver` queued (Connection.write_queued, socket by socket)."""
+        conns, self._delivered = self._delivered, []
+        for conn in conns:
+            await conn.write_queued()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

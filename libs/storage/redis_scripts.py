@@ -13,7 +13,7 @@ pipeline's other commands ran the first time and run again, so they must be
 idempotent (setting, adding to sets, trimming, removing).
 
 Users: the send path's cache write (libs/readmodels/messages.py RecentCache) and
-delivery_service's inbox touch per message (delivery_service/inbox.py).
+delivery_service's inbox touch per conversation event (delivery_service/inbox.py).
 """
 
 from __future__ import annotations

@@ -120,3 +120,72 @@ async def test_frames_offered_before_the_socket_is_writable_wait_for_it() -> Non
     assert conn.writer is not None
     await conn.writer
     assert ws.sent == ["early"]
+
+
+class _InstantSocket(_RecordingSocket):
+    """A socket whose writes complete at once (an uncompressed frame, empty buffer)."""
+
+    def __init__(self, compress: int = 0) -> None:
+        super().__init__()
+        self.compress = compress
+
+    async def send_str(self, text: str) -> None:
+        self.sent.append(text)
+
+
+class _Transport:
+    def __init__(self, buffered: int = 0) -> None:
+        self.buffered = buffered
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def writable(ws: object, transport: _Transport | None) -> Connection:
+    conn = Connection("u1", "hash", ws, 8)  # type: ignore[arg-type]
+    conn.transport = transport  # type: ignore[assignment]
+    conn.writable = True
+    return conn
+
+
+async def test_deferred_frames_are_written_inline_when_the_transport_takes_them() -> None:
+    ws = _InstantSocket()
+    conn = writable(ws, _Transport(buffered=0))
+    assert conn.push(message("a", 1), orjson.dumps(message("a", 1)).decode(), defer=True)
+    assert conn.offer("f2", defer=True)
+    assert conn.writer is None  # deferred: nothing written yet
+    assert ws.sent == []
+    await conn.write_queued()
+    assert [orjson.loads(t).get("type", t) for t in ws.sent[:1]] == ["message"]
+    assert ws.sent[1:] == ["f2"]
+    assert conn.writer is None  # no task was made for it
+    assert not conn.queued
+
+
+async def test_a_busy_or_compressed_socket_gets_a_writer_task_instead() -> None:
+    for ws, transport in (
+        (_InstantSocket(), _Transport(buffered=4096)),  # a slow reader's data waits
+        (_InstantSocket(compress=15), _Transport()),  # permessage-deflate negotiated
+        (_InstantSocket(), None),
+    ):
+        conn = writable(ws, transport)
+        assert conn.offer("f1", defer=True)
+        await conn.write_queued()
+        assert ws.sent == []
+        assert conn.writer is not None
+        await conn.writer
+        assert ws.sent == ["f1"]
+
+
+async def test_frames_stay_in_order_when_a_writer_task_already_runs() -> None:
+    ws = _RecordingSocket()  # each write yields
+    conn = writable(ws, _Transport())
+    ws.compress = 0  # type: ignore[attr-defined]
+    assert conn.offer("f1")  # not deferred: a writer task starts
+    writer = conn.writer
+    assert writer is not None
+    assert conn.offer("f2", defer=True)
+    await conn.write_queued()  # the running writer owns the socket: it writes nothing
+    assert conn.writer is writer
+    await writer
+    assert ws.sent == ["f1", "f2"]
