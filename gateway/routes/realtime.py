@@ -143,7 +143,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             details={"max": settings.max_connections_per_user, "retry_after_s": 5},
         )
     ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes
+        heartbeat=settings.heartbeat_s,
+        max_msg_size=settings.max_frame_bytes,
+        compress=settings.compression,
     )
     await ws.prepare(request)
     _bound_send_buffer(request, settings.socket_send_buffer_bytes)

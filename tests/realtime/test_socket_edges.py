@@ -218,3 +218,16 @@ async def test_concurrent_handshakes_cannot_pass_the_connection_cap(system, http
     finally:
         for socket in admitted:
             await socket.close()
+
+
+async def test_permessage_deflate_offered_by_a_client_is_declined_by_default(system, http) -> None:
+    """Browsers offer compression; accepted, it costs ~90 KB of zlib state per socket
+    from the first frame (GATEWAY_WS_COMPRESSION, docs/realtime.md)."""
+    user = await Api(http, system.gateway_url).new_user("deflate")
+    ws = await http.ws_connect(system.gateway_url + "/v1/ws", headers=user.auth, compress=15)
+    try:
+        assert ws.compress == 0
+        hello = await ws.receive_json(timeout=5)
+        assert hello["type"] == "hello"
+    finally:
+        await ws.close()
