@@ -101,18 +101,28 @@ async def consider_messages(
     recipients = await repository.recipients(fresh)
     everyone = {u for users in recipients.values() for u in users}
     online = await repository.online(everyone)
-    pairs = {(u, conversation_of(m)) for m in fresh for u in recipients[m.message_id]}
+    # Mute matters only to whom a notification could go: the offline recipients.
+    offline = {
+        message.message_id: [u for u in recipients[message.message_id] if u not in online]
+        for message in fresh
+    }
+    pairs = {(u, conversation_of(m)) for m in fresh for u in offline[m.message_id]}
     muted = await repository.muted(pairs)
+    queued = muted_count = 0
     for message in fresh:
         conversation = conversation_of(message)
-        for user_id in recipients[message.message_id]:
-            if user_id in online:
-                CONSIDERED.labels("online").inc()
-            elif (user_id, conversation) in muted:
-                CONSIDERED.labels("muted").inc()
+        for user_id in offline[message.message_id]:
+            if (user_id, conversation) in muted:
+                muted_count += 1
             else:
-                CONSIDERED.labels("queued").inc()
+                queued += 1
                 coalescer.add(user_id, conversation, message)
+    # One counter update per outcome and batch: a group message has thousands.
+    CONSIDERED.labels("online").inc(
+        sum(len(recipients[m.message_id]) for m in fresh) - queued - muted_count
+    )
+    CONSIDERED.labels("muted").inc(muted_count)
+    CONSIDERED.labels("queued").inc(queued)
 
 
 async def notify(
