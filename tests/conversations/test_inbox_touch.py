@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 import delivery_service.inbox as inbox_module
 from delivery_service.inbox import SETTINGS, InboxRepository, Touch
 from libs.contracts.keys import RedisKeys
 from libs.settings import ServiceSettings
-from libs.storage.mongo import MongoShards, bootstrap_collections, open_shards
+from libs.storage.mongo import MongoShards
+from tests.support.stores import count_pipelines, scratch_shards
 
 
 @pytest.fixture
@@ -32,31 +31,14 @@ async def redis() -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def shards(infra: None) -> AsyncIterator[MongoShards]:
-    settings = ServiceSettings()
-    shards = open_shards(
-        settings.mongo_shards, "touchtest_" + secrets.token_hex(4), settings.mongo_shards_sql
-    )
-    await bootstrap_collections(shards, [SETTINGS])
-    try:
+    async with scratch_shards("touchtest", [SETTINGS]) as shards:
         yield shards
-    finally:
-        for client, database in zip(shards.clients, shards.databases, strict=True):
-            await client.drop_database(database.name)
-        await shards.close()
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of commands in each pipeline sent."""
-    sent: list[int] = []
-    original = Pipeline._execute_pipeline
-
-    async def counting(self: Pipeline, connection: Any, commands: Any, raise_on_error: bool) -> Any:
-        sent.append(len(commands))
-        return await original(self, connection, commands, raise_on_error)
-
-    monkeypatch.setattr(Pipeline, "_execute_pipeline", counting)
-    return sent
+    return count_pipelines(monkeypatch)
 
 
 async def test_a_group_message_touches_every_member_in_few_calls(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -23,6 +22,7 @@ from libs.ids import new_id
 from libs.readmodels.messages import RecentCache, conversation_id, encode_location
 from libs.settings import ServiceSettings
 from libs.storage.redis_scripts import LuaScript, run_pipeline
+from tests.support.stores import count_pipelines
 
 
 @pytest.fixture
@@ -37,17 +37,11 @@ async def redis() -> AsyncIterator[Redis]:
 @pytest.fixture
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many commands each pipeline sent, and any SCRIPT EXISTS asked."""
-    sent: list[int] = []
-    original = Pipeline._execute_pipeline
-
-    async def counting(self: Pipeline, connection: Any, commands: Any, raise_on_error: bool) -> Any:
-        sent.append(len(commands))
-        return await original(self, connection, commands, raise_on_error)
+    sent = count_pipelines(monkeypatch)
 
     async def asked(self: Pipeline) -> None:
         raise AssertionError("the pipeline asked SCRIPT EXISTS")
 
-    monkeypatch.setattr(Pipeline, "_execute_pipeline", counting)
     monkeypatch.setattr(Pipeline, "load_scripts", asked)
     return sent
 

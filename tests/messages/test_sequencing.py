@@ -3,7 +3,6 @@ between its writes (a crash = the in-memory state is lost and the batch comes ag
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -15,12 +14,12 @@ from libs.contracts.messages import MessageAccepted, SendMessage, SendMessagePay
 from libs.errors import Forbidden
 from libs.ids import new_id
 from libs.readmodels.messages import HEADS as COUNTERS
-from libs.settings import ServiceSettings
-from libs.storage.mongo import MongoShards, bootstrap_collections, open_shards
+from libs.storage.mongo import MongoShards
 from message_service.handlers import handle_send_batch
 from message_service.message_state import MessageStates
 from message_service.repository import COLLECTIONS, Ledger, ReceiverPosition
 from message_service.sequencing import Sequencer
+from tests.support.stores import scratch_shards
 
 
 class Crash(Exception):
@@ -45,17 +44,8 @@ class CrashBeforeLedger(Ledger):
 
 @pytest.fixture
 async def shards(infra: None) -> AsyncIterator[MongoShards]:
-    settings = ServiceSettings()
-    shards = open_shards(
-        settings.mongo_shards, "seqtest_" + secrets.token_hex(4), settings.mongo_shards_sql
-    )
-    await bootstrap_collections(shards, COLLECTIONS)
-    try:
+    async with scratch_shards("seqtest", COLLECTIONS) as shards:
         yield shards
-    finally:
-        for client, database in zip(shards.clients, shards.databases, strict=True):
-            await client.drop_database(database.name)
-        await shards.close()
 
 
 def command(
