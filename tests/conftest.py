@@ -13,7 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
+from tests.support import endpoints
 from tests.support.system import ROOT, RunningSystem
 
 #: The suite sends, reads and fails logins from one address far faster than a person:
@@ -32,6 +34,16 @@ def infra() -> None:
     from deploy.local.stack import ensure_running
 
     ensure_running()
+
+
+@pytest.fixture
+async def redis(infra: None) -> AsyncIterator[Redis]:
+    """A client of the local Redis (strings decoded), closed after the test."""
+    client = Redis.from_url(endpoints.redis_url(), decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

@@ -15,18 +15,8 @@ from redis.asyncio import Redis
 import delivery_service.inbox as inbox_module
 from delivery_service.inbox import SETTINGS, InboxRepository, Touch
 from libs.contracts.keys import RedisKeys
-from libs.settings import ServiceSettings
 from libs.storage.mongo import MongoShards
 from tests.support.stores import count_pipelines, scratch_shards
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(ServiceSettings().redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

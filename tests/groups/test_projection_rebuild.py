@@ -7,23 +7,13 @@ rebuilds them from its MongoDB collections to exactly the same API answers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from libs.contracts.keys import RedisKeys
 from tests.groups.helpers import eventually
-from tests.support import endpoints
 from tests.support.client import Api, User
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(endpoints.redis_url(), decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def answers(api: Api, users: list[User], group_ids: list[str]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ history cache, the sync cache and the message locators.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -20,18 +19,8 @@ from libs.contracts.keys import RedisKeys
 from libs.contracts.messages import MessageAcceptedPayload
 from libs.ids import new_id
 from libs.readmodels.messages import RecentCache, conversation_id, encode_location
-from libs.settings import ServiceSettings
 from libs.storage.redis_scripts import LuaScript, run_pipeline
 from tests.support.stores import count_pipelines
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(ServiceSettings().redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

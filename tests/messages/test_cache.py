@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from redis.asyncio import Redis
 
 from libs.contracts.keys import RedisKeys
-from libs.settings import ServiceSettings
 from tests.messages.conftest import all_history, eventually, history, send_ok
 from tests.support.client import Api, User
-
-
-@pytest.fixture
-async def redis(infra: None) -> AsyncIterator[Redis]:
-    client = Redis.from_url(ServiceSettings().redis_url, decode_responses=True)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def _sync_everything(api: Api, user: User) -> list[dict]:
