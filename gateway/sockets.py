@@ -379,7 +379,13 @@ class SocketHub:
         frame to 10,000 members must not hold a request up for its whole fan-out."""
         conns, self._delivered = self._delivered, []
         for index, conn in enumerate(conns, 1):
-            await conn.write_queued()
+            try:
+                await conn.write_queued()
+            except Exception as exc:  # one socket's fault must not stop the listener
+                log.warning(
+                    "push write failed", connection=conn.id, error=f"{type(exc).__name__}: {exc}"
+                )
+                self.spawn(conn.close(WSCloseCode.INTERNAL_ERROR, "write failed"))
             if index % WRITES_PER_TURN == 0:
                 await asyncio.sleep(0)
 

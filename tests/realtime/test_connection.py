@@ -9,7 +9,7 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from gateway.sockets import Connection
+from gateway.sockets import Connection, SocketHub
 
 
 def connection(queue_size: int = 8) -> Connection:
@@ -189,3 +189,25 @@ async def test_frames_stay_in_order_when_a_writer_task_already_runs() -> None:
     assert conn.writer is writer
     await writer
     assert ws.sent == ["f1", "f2"]
+
+
+async def test_a_failing_socket_does_not_stop_the_others() -> None:
+    class Broken(_InstantSocket):
+        async def send_str(self, text: str) -> None:
+            raise ValueError("broken")
+
+        async def close(self, code: int = 1000, message: bytes = b"") -> None:
+            self.closed = True
+
+    hub = SocketHub.__new__(SocketHub)
+    hub._delivered = []
+    hub._tasks = set()
+    broken, fine = Broken(), _InstantSocket()
+    for ws in (broken, fine):
+        conn = writable(ws, _Transport())
+        assert conn.offer("f1", defer=True)
+        hub._delivered.append(conn)
+    await hub.write_delivered()
+    assert fine.sent == ["f1"]
+    await asyncio.gather(*hub._tasks)
+    assert broken.closed
