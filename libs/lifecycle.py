@@ -44,6 +44,7 @@ from libs.logging import configure_logging, get_logger
 from libs.metrics import exposition
 from libs.settings import ConfigurationError, ServiceSettings, load_settings
 from libs.storage.mongo import CollectionSpec, MongoShards, bootstrap_collections, open_shards
+from libs.storage.redis_packing import with_hiredis_packing
 
 if TYPE_CHECKING:
     from libs.service import Service
@@ -181,6 +182,7 @@ def redis_context(
             max_connections=200,
             timeout=5,
         )
+        with_hiredis_packing(pool)
         client = Redis.from_pool(pool)
         app[key] = client
 
