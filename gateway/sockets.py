@@ -191,14 +191,13 @@ class Connection:
             self.start_writing()
         return True
 
+    @property
+    def writer_running(self) -> bool:
+        return self.writer is not None and not self.writer.done()
+
     def start_writing(self) -> None:
         """Run a writer task if frames wait and none runs (the socket is writable)."""
-        if (
-            self.writable
-            and self.queued
-            and not self.flushing
-            and (self.writer is None or self.writer.done())
-        ):
+        if self.writable and self.queued and not self.flushing and not self.writer_running:
             self.writer = asyncio.create_task(self.drain(), name=f"ws-writer:{self.id}")
 
     async def write_queued(self) -> None:
@@ -212,7 +211,7 @@ class Connection:
         writes it inline. A compressed socket, or one whose buffer holds data (a slow
         reader), gets its own writer task, so no socket holds the others up.
         """
-        if not self.writable or self.flushing or (self.writer and not self.writer.done()):
+        if not self.writable or self.flushing or self.writer_running:
             return
         queued = self.queued
         self.flushing = True
