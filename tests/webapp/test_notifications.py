@@ -277,6 +277,29 @@ def deliver_push(person: Person, data: str) -> None:
         devtools.close()
 
 
+def show_push(person: Person, data: str, tries: int = 3) -> list[dict[str, Any]]:
+    """Deliver `data` and wait for the service worker's notification; what it shows.
+
+    A push handed over by DevTools while Chromium is busy starting or stopping the
+    worker is sometimes dropped without a trace (seen once in a full CI run on two
+    loaded cores), where a real push service would deliver it again. So it is
+    delivered again, at most `tries` times. Every try carries the same tag, so a
+    repeat replaces a shown notification rather than adding one; a worker that never
+    shows it still fails."""
+    for attempt in range(1, tries + 1):
+        deliver_push(person, data)
+        try:
+            return person.wait_for(
+                lambda: notifications_shown(person),
+                f"the notification (delivery {attempt} of {tries})",
+                timeout=15.0,
+            )
+        except AssertionError:
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_the_opt_in_registers_this_devices_subscription_and_off_removes_it(
     dee: Person, dee_api: Account, eve: Account, receiver: Receiver, gateway_url: str
 ) -> None:
@@ -356,8 +379,7 @@ def test_the_opt_in_registers_this_devices_subscription_and_off_removes_it(
         ),
         "the titles kept for the service worker",
     )
-    deliver_push(dee, json.dumps(payload))
-    shown = dee.wait_for(lambda: notifications_shown(dee), "the notification")
+    shown = show_push(dee, json.dumps(payload))
     assert shown == [
         {
             "title": "Eve Sender",
@@ -387,6 +409,8 @@ def test_logging_out_removes_this_devices_target(
 ) -> None:
     """With the push service stubbed as above (the stub stays for this page)."""
     open_account(dee)
+    if switch(dee)["on"]:  # the test before ended early: begin from off all the same
+        assert press_switch(dee)["status"] == "off"
     assert press_switch(dee)["status"] == "on"
     assert len(targets(gateway_url, dee_api)) == 1
     dee.click("#logout")
