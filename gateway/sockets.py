@@ -85,10 +85,12 @@ def log_entry(frame: dict[str, Any]) -> dict[str, Any] | None:
 class Connection:
     """One open socket of one user, with its bounded send queue.
 
-    An idle socket holds no queue and no writer task: the queue is made by the
-    first frame, and a writer task runs only while frames are waiting (then
-    ends). With tens of thousands of idle sockets per gateway, an asyncio.Queue
-    and a parked task each were ~4.4 KB per socket (docs/performance.md).
+    An idle socket holds no queue and no writer task: the queue is made by a
+    frame and dropped once written, and a writer task runs only while frames are
+    waiting (then ends, and is let go). With tens of thousands of idle sockets per
+    gateway, an asyncio.Queue and a parked task each were ~4.4 KB per socket
+    (docs/performance.md); for the same reason the containers a socket may never
+    need (dedupe ids, sends in flight, typing times) are made on first use.
     """
 
     user_id: str
@@ -99,7 +101,7 @@ class Connection:
     #: The session's absolute expiry (unix seconds): the socket closes then.
     expires_at: float = math.inf
     id: str = field(default_factory=new_id)
-    #: Frames waiting to be written, oldest first (None until the first one).
+    #: Frames waiting to be written, oldest first (None while none waits).
     queued: deque[str] | None = None
     #: Set when the socket is open for writing (SocketHub.open): from then on a
     #: frame starts a writer task when none runs. Frames offered before wait.
@@ -111,24 +113,34 @@ class Connection:
     transport: asyncio.BaseTransport | None = None
     #: Ids of the latest log entries (messages, events) written to this socket
     #: (bounded): one seen again is a duplicate (a replayed push, or a resume's seam).
-    recent_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    recent_ids: OrderedDict[str, None] | None = None
     #: receiver_id -> highest seq written to this socket (what `resumed` reports).
     seen: dict[str, int] = field(default_factory=dict)
     #: While a resume replays missed messages, live message frames wait here.
     held: list[tuple[dict[str, Any], str]] | None = None
-    #: Sends in flight on this socket (each awaits message_service's reply).
-    sends: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SENDS_IN_FLIGHT))
-    send_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Sends in flight on this socket (each awaits message_service's reply): at most
+    #: SENDS_IN_FLIGHT (`send_slots`).
+    sends: asyncio.Semaphore | None = None
+    send_tasks: set[asyncio.Task[None]] | None = None
     #: conversation -> monotonic time of the last typing frame forwarded.
-    typing_at: dict[str, float] = field(default_factory=dict)
+    typing_at: dict[str, float] | None = None
+
+    def send_slots(self) -> asyncio.Semaphore:
+        if self.sends is None:
+            self.sends = asyncio.Semaphore(SENDS_IN_FLIGHT)
+        return self.sends
 
     def spawn_send(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self.send_tasks is None:
+            self.send_tasks = set()
         task = asyncio.create_task(coro)
         self.send_tasks.add(task)
         task.add_done_callback(self.send_tasks.discard)
 
     def typing_allowed(self, conversation: str, now: float) -> bool:
         """At most one typing frame per conversation per TYPING_INTERVAL_S is forwarded."""
+        if self.typing_at is None:
+            self.typing_at = {}
         if now - self.typing_at.get(conversation, float("-inf")) < TYPING_INTERVAL_S:
             return False
         if len(self.typing_at) > 1000:
@@ -150,7 +162,9 @@ class Connection:
 
     def _first_sight(self, entry: dict[str, Any]) -> bool:
         entry_id = entry["id"]
-        if entry_id in self.recent_ids:
+        if self.recent_ids is None:
+            self.recent_ids = OrderedDict()
+        elif entry_id in self.recent_ids:
             return False
         self.recent_ids[entry_id] = None
         if len(self.recent_ids) > RECENT_IDS_KEPT:
@@ -213,15 +227,16 @@ class Connection:
         """
         if not self.writable or self.flushing or self.writer_running:
             return
-        queued = self.queued
         self.flushing = True
         try:
-            while queued and not self.ws.closed and self._takes_frames_now():
-                await self.ws.send_str(queued.popleft())
+            while self.queued and not self.ws.closed and self._takes_frames_now():
+                await self.ws.send_str(self.queued.popleft())
         except (ConnectionError, RuntimeError):
             return
         finally:
             self.flushing = False
+        if not self.queued:
+            self.queued = None
         self.start_writing()
 
     def _takes_frames_now(self) -> bool:
@@ -252,13 +267,18 @@ class Connection:
 
     async def drain(self) -> None:
         """The writer task: send the queued frames in order, then end (the next frame
-        starts another); or stop when the socket closes."""
-        queued = self.queued
+        starts another); or stop when the socket closes. Its ending lets the queue
+        (when empty) and the task itself go."""
         try:
-            while queued and not self.ws.closed:
-                await self.ws.send_str(queued.popleft())
+            while self.queued and not self.ws.closed:
+                await self.ws.send_str(self.queued.popleft())
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
             return
+        finally:
+            if self.writer is asyncio.current_task():
+                self.writer = None
+            if not self.queued:
+                self.queued = None
 
 
 #: Most registrations (or removals) in one pipeline.
@@ -348,10 +368,11 @@ class SocketHub:
             OPEN_SOCKETS.dec()
             if not conns:
                 self.by_user.pop(conn.user_id, None)
-        if conn.writer is not None:
-            conn.writer.cancel()
+        writer = conn.writer
+        if writer is not None:
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await conn.writer
+                await writer
 
     def deliver(self, user_ids: Iterable[str], frame: dict[str, Any]) -> int:
         """Queue `frame` to every local socket of `user_ids`; closes slow ones.

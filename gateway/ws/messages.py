@@ -30,7 +30,7 @@ class SendFrame(ClientFrame):
 async def on_send(
     app: web.Application, conn: Connection, principal: Principal, frame: SendFrame
 ) -> None:
-    await conn.sends.acquire()
+    await conn.send_slots().acquire()
     conn.spawn_send(_answer_send(app, conn, principal, frame))
 
 
@@ -46,7 +46,7 @@ async def _answer_send(
         log.warning("send frame failed", error=f"{type(exc).__name__}: {exc}")
         conn.send_frame(error_frame(frame.ref, Unavailable("a dependency is unavailable; retry")))
     finally:
-        conn.sends.release()
+        conn.send_slots().release()
 
 
 async def _send(app: web.Application, principal: Principal, message: dict[str, Any]) -> Any:

@@ -101,8 +101,9 @@ async def test_an_idle_socket_holds_no_queue_and_no_writer_task() -> None:
     assert conn.writer is writer
     await writer
     assert ws.sent == ["f0", "f1", "f2", "f3"]  # in order, then the task ends
-    assert conn.writer.done()
-    assert not conn.queued
+    assert conn.writer is None  # ... and is let go, and so is the empty queue
+    assert conn.queued is None
+    assert (conn.recent_ids, conn.sends, conn.send_tasks) == (None, None, None)
     assert conn.offer("f4")  # the next frame starts another writer
     assert conn.writer is not writer
     await conn.writer
@@ -159,7 +160,7 @@ async def test_deferred_frames_are_written_inline_when_the_transport_takes_them(
     assert [orjson.loads(t).get("type", t) for t in ws.sent[:1]] == ["message"]
     assert ws.sent[1:] == ["f2"]
     assert conn.writer is None  # no task was made for it
-    assert not conn.queued
+    assert conn.queued is None  # and the emptied queue is let go
 
 
 async def test_a_busy_or_compressed_socket_gets_a_writer_task_instead() -> None:
