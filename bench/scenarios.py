@@ -716,7 +716,7 @@ async def connections(ctx: Context) -> list[Row]:
     except NotAvailable as exc:
         return [
             not_available("5", name, str(exc), ">= 20,000"),
-            not_available("5", name_b, str(exc), "<= 20 KB"),
+            not_available("5", name_b, str(exc), "<= 15 KB"),
         ]
     gateway_pid = ctx.bench.service_pids()["gateway"]
     tokens = [ctx.users[i % len(ctx.users)].token for i in range(wanted)]
@@ -727,6 +727,10 @@ async def connections(ctx: Context) -> list[Row]:
     opened_s = 0.0
     # Opening stops after this long; a run that needed it all is not repeated.
     budget_s = 75.0 if ctx.plan.runs > 1 else 30.0
+    # Every run is measured against the gateway before the first: a later run reuses
+    # the memory the last run's sockets freed (the process keeps it), so measured
+    # against its own start it would look nearly free.
+    rss_fresh = rss_bytes(gateway_pid)
     for run in range(ctx.plan.runs):
         if run > 0 and (ctx.remaining_s() < 150 or opened_s > 45):
             notes.add(f"{run} run(s) only: opening took {opened_s:.0f}s")
@@ -742,7 +746,7 @@ async def connections(ctx: Context) -> list[Row]:
             await receivers.finish()
         held.append(float(receivers.connected))
         if receivers.connected:
-            per_conn_kb.append((rss_after - rss_before) / receivers.connected / 1024)
+            per_conn_kb.append((rss_after - rss_fresh) / receivers.connected / 1024)
         if receivers.failed:
             notes.add(
                 f"{receivers.failed} not opened (refused, or past the {budget_s:.0f}s connect "
@@ -779,11 +783,14 @@ async def connections(ctx: Context) -> list[Row]:
             name_b,
             kb,
             "KB/conn",
-            "<= 20 KB",
-            (kb <= 20) if kb is not None else None,
+            "<= 15 KB",
+            (kb <= 15) if kb is not None else None,
             per_conn_kb,
             status="" if kb is not None else "failed: nothing connected",
-            note="RSS of the gateway (VmRSS) after minus before, over connections held",
+            note=(
+                "RSS of the gateway (VmRSS) with the sockets open minus before the first "
+                "run, over connections held"
+            ),
         ),
     ]
 
